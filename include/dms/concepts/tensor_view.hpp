@@ -219,10 +219,20 @@ template <class T> constexpr auto view_of(T &&x) {
 }
 
 //! T can be handed to any dms interface that takes a tensor.
+//! (Spelled out rather than `requires { view_of(t); }`: view_of's static_assert for the
+//! unviewable case would be a hard error, not a false.)
 template <class T>
-concept viewable = requires(T &&t) {
-  { view_of(std::forward<T>(t)) } -> std::convertible_to<const_tensor_view>;
+concept viewable = detail::is_tensor_view<std::remove_cvref_t<T>>::value || detail::has_member_view<T> ||
+                   detail::has_adapter<T> || detail::element_range<T>;
+
+namespace archetypes {
+//! The least a user tensor type provides to be viewable: a member dms_view().
+struct tensor {
+  float storage[1] = {0.0f};
+  tensor_view dms_view() { return make_view(storage, {1}); }
+  const_tensor_view dms_view() const { return make_view(storage, {1}); }
 };
+} // namespace archetypes
 
 //! A typed 2-D view: `rows` rows of `cols` elements, `row_stride` elements apart. The shape of
 //! activations at a hook site (one row per token) and of weight matrices; the hot paths use this

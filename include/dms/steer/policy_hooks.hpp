@@ -1,0 +1,51 @@
+// dms/steer/policy_hooks.hpp: runs a steering policy inside any model backend.
+//
+// A backend calls hooks; a policy wants per-sequence state and a per-row scratch. This adapter
+// owns neither: the caller provides the state array (indexed by sequence id) and the scratch
+// (at least as many floats as the largest step has rows), allocated once, so steering allocates
+// nothing per token. It is a `hook_set`, so it goes straight into `backend.forward(batch, hooks)`.
+#pragma once
+
+#include <span>
+#include <string>
+
+#include "dms/concepts/model_backend.hpp"
+#include "dms/concepts/steering_policy.hpp"
+#include "dms/config.hpp"
+#include "dms/core/error.hpp"
+
+DMS_NAMESPACE_BEGIN
+
+template <steering_policy Policy> class policy_hooks {
+public:
+  using state_type = typename Policy::state_type;
+
+  policy_hooks(const Policy &policy, std::span<state_type> states, std::span<float> row_scratch)
+      : policy_(&policy), states_(states), scratch_(row_scratch) {}
+
+  bool wants(hook_point p) const { return policy_->wants(p); }
+
+  void operator()(activation_block &block) {
+    const auto n = static_cast<std::size_t>(block.rows.rows);
+    require(n <= scratch_.size(), errc::invalid_argument, [&] {
+      return "policy_hooks: step has " + std::to_string(n) + " rows, scratch holds " +
+             std::to_string(scratch_.size());
+    });
+    for (const auto &slot : block.slots)
+      require(slot.seq >= 0 && static_cast<std::size_t>(slot.seq) < states_.size(), errc::invalid_argument,
+              [&] {
+                return "policy_hooks: sequence " + std::to_string(slot.seq) + " has no state (" +
+                       std::to_string(states_.size()) + " states given)";
+              });
+    policy_->apply(block, states_, scratch_.first(n));
+  }
+
+private:
+  const Policy *policy_;
+  std::span<state_type> states_;
+  std::span<float> scratch_;
+};
+
+static_assert(hook_set<policy_hooks<archetypes::steering_policy>>);
+
+DMS_NAMESPACE_END
