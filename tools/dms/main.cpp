@@ -1,1 +1,90 @@
-int main(){}
+// tools/dms/main.cpp: the `dms` command-line tool. Thin by design: each subcommand parses its
+// arguments and calls the library; all logic lives in the headers under include/dms/.
+//
+// Exit codes: 0 success, 1 a dms::error (bad input, bad file: one line on stderr), 2 a usage
+// error (unknown command or option), 3 anything unexpected.
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <dms/dms.hpp>
+
+#include "args.hpp"
+
+namespace {
+
+struct subcommand {
+  dms::cli::command_spec spec;
+  std::function<int(const dms::cli::parsed_args &)> run;
+};
+
+std::vector<subcommand> subcommands() {
+  std::vector<subcommand> list;
+  list.push_back({dms::cli::command_spec("dms version", "Print the dms version and build configuration."),
+                  [](const dms::cli::parsed_args &) {
+                    std::printf("dms %s\n", dms::version.string);
+#if defined(DMS_HAS_CPU_BACKEND)
+                    std::printf("cpu backend: yes\n");
+#else
+                    std::printf("cpu backend: no\n");
+#endif
+                    return 0;
+                  }});
+  return list;
+}
+
+std::string top_level_help(const std::vector<subcommand> &cmds) {
+  std::string s = "Usage: dms <command> [OPTIONS]\n\n"
+                  "dms: Dynamic Mode Steering, probing and merging for LLM inference engines.\n\nCommands:\n";
+  for (const auto &c : cmds) {
+    std::string name = c.spec.name().substr(4); // drop "dms "
+    name.resize(14, ' ');
+    s += "  " + name + c.spec.summary() + "\n";
+  }
+  s += "\nOptions:\n  -h, --help    show this help (or `dms <command> --help` for a command)\n"
+       "  --version     print the version and exit\n";
+  return s;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  const auto cmds = subcommands();
+  try {
+    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+      if (args.size() >= 2 && args[0] == "help") {
+        for (const auto &c : cmds)
+          if (c.spec.name() == "dms " + args[1]) {
+            std::fputs(c.spec.help_text().c_str(), stdout);
+            return 0;
+          }
+      }
+      std::fputs(top_level_help(cmds).c_str(), args.empty() ? stderr : stdout);
+      return args.empty() ? 2 : 0;
+    }
+    if (args[0] == "--version") {
+      std::printf("dms %s\n", dms::version.string);
+      return 0;
+    }
+    for (const auto &c : cmds) {
+      if (c.spec.name() != "dms " + args[0]) continue;
+      const auto parsed = c.spec.parse(std::span(args).subspan(1));
+      if (parsed.has("help")) {
+        std::fputs(c.spec.help_text().c_str(), stdout);
+        return 0;
+      }
+      return c.run(parsed);
+    }
+    std::fprintf(stderr, "dms: unknown command '%s' (see dms --help)\n", args[0].c_str());
+    return 2;
+  } catch (const dms::error &e) {
+    std::fprintf(stderr, "dms: %s\n", e.what());
+    return e.code() == dms::errc::invalid_argument ? 2 : 1;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "dms: unexpected error: %s\n", e.what());
+    return 3;
+  }
+}
