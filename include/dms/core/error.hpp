@@ -42,9 +42,14 @@ constexpr std::string_view to_string(errc c) noexcept {
 
 //! Where an error happened. Every field is optional; what is known is printed.
 struct error_context {
-  std::string file;                   //!< path of the file being read or written
+  error_context() = default;
+  error_context(std::string file_path, std::optional<std::uint64_t> byte_offset = std::nullopt,
+                std::string tensor_name = {})
+      : file(std::move(file_path)), offset(byte_offset), tensor(std::move(tensor_name)) {}
+
+  std::string file;                    //!< path of the file being read or written
   std::optional<std::uint64_t> offset; //!< byte offset inside `file`
-  std::string tensor;                 //!< tensor (or metadata key) being processed
+  std::string tensor;                  //!< tensor (or metadata key) being processed
 };
 
 //! The exception dms throws. what() reads like
