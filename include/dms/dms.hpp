@@ -7,6 +7,10 @@
 
 #include "dms/core/dtype.hpp"
 #include "dms/core/error.hpp"
+#include "dms/core/half.hpp"
+#include "dms/core/progress.hpp"
+#include "dms/core/rng.hpp"
+#include "dms/core/thread_pool.hpp"
 
 #include "dms/concepts/merge_strategy.hpp"
 #include "dms/concepts/model_backend.hpp"

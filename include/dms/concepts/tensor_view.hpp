@@ -95,10 +95,10 @@ template <class Byte> struct basic_tensor_view {
     return reinterpret_cast<P>(data);
   }
 
-  //! A mutable view converts to a read-only one.
-  constexpr operator basic_tensor_view<const std::byte>() const noexcept
-    requires(!std::is_const_v<Byte>)
-  {
+  //! A mutable view converts to a read-only one. (A template rather than a requires-clause on
+  //! a non-template member: nvcc warns on the latter.)
+  template <class B = Byte, std::enable_if_t<!std::is_const_v<B>, int> = 0>
+  constexpr operator basic_tensor_view<const std::byte>() const noexcept {
     return {data, type, rank, space, device, extents, strides};
   }
 };
@@ -250,9 +250,8 @@ template <class T> struct matrix_view {
   constexpr T &operator()(std::int64_t r, std::int64_t c) const noexcept {
     return data[r * row_stride + c];
   }
-  constexpr operator matrix_view<const T>() const noexcept
-    requires(!std::is_const_v<T>)
-  {
+  template <class U = T, std::enable_if_t<!std::is_const_v<U>, int> = 0>
+  constexpr operator matrix_view<const T>() const noexcept {
     return {data, rows, cols, row_stride};
   }
 };
