@@ -12,6 +12,10 @@
 #include <dms/dms.hpp>
 
 #include "args.hpp"
+#if defined(DMS_HAS_CPU_BACKEND) && defined(DMS_HAS_IO)
+#include "inspect.hpp"
+#define DMS_CLI_HAS_INSPECT 1
+#endif
 
 namespace {
 
@@ -32,6 +36,9 @@ std::vector<subcommand> subcommands() {
 #endif
                     return 0;
                   }});
+#if defined(DMS_CLI_HAS_INSPECT)
+  list.push_back({dms::cli::inspect_command(), dms::cli::run_inspect});
+#endif
   return list;
 }
 
@@ -41,7 +48,9 @@ std::string top_level_help(const std::vector<subcommand> &cmds) {
   for (const auto &c : cmds) {
     std::string name = c.spec.name().substr(4); // drop "dms "
     name.resize(14, ' ');
-    s += "  " + name + c.spec.summary() + "\n";
+    std::string summary = c.spec.summary();
+    summary = summary.substr(0, summary.find(". ") == std::string::npos ? summary.size() : summary.find(". ") + 1);
+    s += "  " + name + summary + "\n";
   }
   s += "\nOptions:\n  -h, --help    show this help (or `dms <command> --help` for a command)\n"
        "  --version     print the version and exit\n";

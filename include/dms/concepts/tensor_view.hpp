@@ -95,10 +95,10 @@ template <class Byte> struct basic_tensor_view {
     return reinterpret_cast<P>(data);
   }
 
-  //! A mutable view converts to a read-only one. (A template rather than a requires-clause on
-  //! a non-template member: nvcc warns on the latter.)
+  //! A mutable view converts to a read-only one. (A template on a dependent type rather than a
+  //! requires-clause: nvcc and clang warn about a conversion to itself in the const instantiation.)
   template <class B = Byte, std::enable_if_t<!std::is_const_v<B>, int> = 0>
-  constexpr operator basic_tensor_view<const std::byte>() const noexcept {
+  constexpr operator basic_tensor_view<const B>() const noexcept {
     return {data, type, rank, space, device, extents, strides};
   }
 };
@@ -134,13 +134,16 @@ constexpr basic_tensor_view<Byte> build_view(Byte *data, dtype type,
   // Overflow guard: a corrupt header must not yield a view whose byte size wraps around.
   const std::int64_t limit = std::numeric_limits<std::int64_t>::max() /
                              static_cast<std::int64_t>(size_of(type));
+  // Zero extents count as 1 here: the strides of the other axes are still computed, and must
+  // not overflow even when the tensor holds no element.
   std::int64_t n = 1;
   for (std::size_t i = 0; i < extents.size(); ++i) {
     require(extents[i] >= 0, errc::invalid_argument,
             [&] { return "negative extent " + std::to_string(extents[i]); });
-    require(extents[i] == 0 || n <= limit / extents[i], errc::invalid_argument,
+    const std::int64_t e = extents[i] == 0 ? 1 : extents[i];
+    require(n <= limit / e, errc::invalid_argument,
             [&] { return std::string("element count overflows 64 bits"); });
-    n *= extents[i];
+    n *= e;
     v.extents[i] = extents[i];
   }
   std::int64_t step = 1;
@@ -251,7 +254,7 @@ template <class T> struct matrix_view {
     return data[r * row_stride + c];
   }
   template <class U = T, std::enable_if_t<!std::is_const_v<U>, int> = 0>
-  constexpr operator matrix_view<const T>() const noexcept {
+  constexpr operator matrix_view<const U>() const noexcept {
     return {data, rows, cols, row_stride};
   }
 };

@@ -76,8 +76,9 @@ constexpr bool is_floating(dtype t) noexcept {
   return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16 || t == dtype::f64;
 }
 
-//! The dtype of a C++ element type; `dtype_of<T>` fails to compile for other types.
-template <class T> struct dtype_traits;
+//! The dtype of a C++ element type; `dtype_of<T>` fails to compile for other types. (The primary
+//! template is empty rather than undefined, so that `element_type<X>` is simply false for any X.)
+template <class T> struct dtype_traits {};
 template <> struct dtype_traits<float> { static constexpr dtype value = dtype::f32; };
 template <> struct dtype_traits<double> { static constexpr dtype value = dtype::f64; };
 template <> struct dtype_traits<f16_bits> { static constexpr dtype value = dtype::f16; };
