@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include <dms/backend/cpu/dequant.hpp>
+#include <dms/core/progress.hpp>
 #include <dms/formats/gguf.hpp>
 #include <dms/formats/hf_checkpoint.hpp>
 #include <dms/formats/npy.hpp>
