@@ -25,6 +25,7 @@
 #include "dms/backend/cpu/dequant.hpp"
 #include "dms/backend/cpu/dispatch.hpp"
 #include "dms/formats/quant.hpp"
+#include "support/quant_blocks.hpp"
 
 namespace {
 
@@ -35,24 +36,8 @@ const ggml_type bench_types[] = {ggml_type::f16,  ggml_type::bf16, ggml_type::q8
                                  ggml_type::q3_k, ggml_type::q4_k, ggml_type::q5_k, ggml_type::q6_k};
 const std::size_t bench_sizes[] = {std::size_t{1} << 20, std::size_t{1} << 24};
 
-// Offsets of the f16 scale fields (ggml-common.h); set to a normal value so that no path meets
-// subnormal arithmetic.
-std::vector<std::size_t> scale_offsets(ggml_type t) {
-  switch (t) {
-  case ggml_type::q4_0:
-  case ggml_type::q5_0:
-  case ggml_type::q8_0: return {0};
-  case ggml_type::q4_1:
-  case ggml_type::q5_1:
-  case ggml_type::q4_k:
-  case ggml_type::q5_k: return {0, 2};
-  case ggml_type::q2_k: return {80, 82};
-  case ggml_type::q3_k: return {108};
-  case ggml_type::q6_k: return {208};
-  default: return {};
-  }
-}
-
+// Random bytes with every f16 scale field (dms::test::scale_offsets) set to a normal value, so
+// that no path meets subnormal arithmetic.
 std::vector<std::byte> random_tensor(ggml_type t, std::size_t n) {
   const auto tr = dms::traits_of(t);
   std::vector<std::byte> raw(n / tr.block_size * tr.type_size);
@@ -64,7 +49,7 @@ std::vector<std::byte> random_tensor(ggml_type t, std::size_t n) {
     for (std::size_t i = 0; i < raw.size(); i += 2) raw[i + 1] &= std::byte{0x3F};
   }
   for (std::size_t b = 0; b < raw.size(); b += tr.type_size)
-    for (std::size_t off : scale_offsets(t)) std::memcpy(&raw[b + off], &scale, 2);
+    for (std::size_t off : dms::test::scale_offsets(t)) std::memcpy(&raw[b + off], &scale, 2);
   return raw;
 }
 

@@ -6,21 +6,13 @@
 
 #include "dms/formats/atomic_file.hpp"
 #include "dms/formats/mapped_file.hpp"
+#include "support/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
-fs::path scratch_dir(const std::string &name) {
-  auto d = fs::temp_directory_path() / ("dms-test-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-std::size_t entries(const fs::path &d) {
-  std::size_t n = 0;
-  for ([[maybe_unused]] auto &e : fs::directory_iterator(d)) ++n;
-  return n;
-}
+fs::path scratch_dir(const std::string &name) { return dms::test::scratch_dir("dms-test", name); }
+using dms::test::count_entries;
 } // namespace
 
 TEST_CASE("byte_cursor reads little-endian values and refuses to overrun", "[formats][io]") {
@@ -77,7 +69,7 @@ TEST_CASE("atomic_file appears only on commit, and never half-written", "[format
   } catch (const std::runtime_error &) {
   }
   CHECK(fs::file_size(d / "out.bin") == 8); // the old file is untouched
-  CHECK(entries(d) == 1);                   // and no temporary is left behind
+  CHECK(count_entries(d) == 1);             // and no temporary is left behind
   fs::remove_all(d);
 }
 
@@ -89,7 +81,7 @@ TEST_CASE("atomic_directory refuses to overwrite and cleans up on failure", "[fo
     throw std::runtime_error("killed midway");
   } catch (const std::runtime_error &) {
   }
-  CHECK(entries(d) == 0);
+  CHECK(count_entries(d) == 0);
   {
     dms::atomic_directory out(d / "merged");
     std::ofstream(out.path() / "config.json") << "{}";

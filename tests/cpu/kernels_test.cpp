@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "dms/backend/cpu/kernels.hpp"
+#include "support/isa_levels.hpp"
+#include "support/random_floats.hpp"
 
 namespace {
 
@@ -28,27 +30,8 @@ using dms::cpu::isa_level;
 // Sizes around every vector width (4, 8, 16) and unroll factor (x2, x4), plus a long one.
 const std::vector<std::size_t> sizes = {0, 1, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000};
 
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
-  std::vector<float> v(n);
-  for (auto &x : v)
-    x = dist(gen);
-  return v;
-}
-
-// Runs `body(level)` once per level the CPU supports, with that level forced.
-template <class Body> void for_each_level(Body &&body) {
-  for (isa_level level : dms::cpu::all_isa_levels) {
-    if (!dms::cpu::cpu_supports(level)) {
-      WARN("ISA level " << dms::cpu::name_of(level) << " not available on this CPU: not run");
-      continue;
-    }
-    dms::cpu::scoped_isa_level force(level);
-    REQUIRE(dms::cpu::active_isa_level() == level);
-    body(level);
-  }
-}
+using dms::test::for_each_level;
+using dms::test::random_floats;
 
 float dot_tolerance(const float *a, const float *b, std::size_t n) {
   double s = 0;

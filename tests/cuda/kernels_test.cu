@@ -14,17 +14,9 @@
 #include "dms/backend/cuda/device.cuh"
 #include "dms/backend/cuda/kernels.cuh"
 #include "gpu_guard.hpp"
+#include "support/random_floats.hpp"
 
-namespace {
-std::vector<float> random_floats(std::size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
-  std::vector<float> v(n);
-  for (auto &x : v)
-    x = dist(gen);
-  return v;
-}
-} // namespace
+using dms::test::random_floats;
 
 TEST_CASE("add_scaled_rows on the GPU matches the reference", "[cuda][kernels]") {
   DMS_REQUIRE_GPU();

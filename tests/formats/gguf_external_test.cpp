@@ -33,6 +33,7 @@
 #include "dms/formats/gguf.hpp"
 #include "dms/formats/gguf_names.hpp"
 #include "dms/formats/gguf_writer.hpp"
+#include "support/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 
@@ -57,12 +58,7 @@ std::string slurp(const fs::path &p) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-fs::path scratch(const std::string &name) {
-  auto d = fs::temp_directory_path() / ("dms-gguf-external-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path scratch(const std::string &name) { return dms::test::scratch_dir("dms-gguf-external", name); }
 
 struct run_result {
   int rc;

@@ -15,26 +15,18 @@
 
 #include "dms/formats/gguf.hpp"
 #include "dms/formats/gguf_writer.hpp"
+#include "support/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
 namespace {
-fs::path scratch(const std::string &name) {
-  auto d = fs::temp_directory_path() / ("dms-gguf-writer-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path scratch(const std::string &name) { return dms::test::scratch_dir("dms-gguf-writer", name); }
 std::vector<char> slurp(const fs::path &p) {
   std::ifstream in(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
-std::size_t entries(const fs::path &d) {
-  std::size_t n = 0;
-  for ([[maybe_unused]] auto &e : fs::directory_iterator(d)) ++n;
-  return n;
-}
+using dms::test::count_entries;
 
 //! Metadata with every value type, including arrays of every element type and nested arrays.
 void set_all_types(dms::gguf_writer &w) {
@@ -233,7 +225,7 @@ TEST_CASE("gguf writer: a failing producer leaves no file behind", "[formats][gg
     });
     CHECK_THROWS_WITH(w.write(dir / "x.gguf"), Contains("merge produced NaN"));
   }
-  CHECK(entries(dir) == 0); // neither the target nor a temporary
+  CHECK(count_entries(dir) == 0); // neither the target nor a temporary
   fs::remove_all(dir);
 }
 

@@ -9,17 +9,13 @@
 #include <unistd.h>
 
 #include "dms/formats/hf_checkpoint.hpp"
+#include "support/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
 
 namespace {
-fs::path scratch_dir(const std::string &name) {
-  auto d = fs::temp_directory_path() / ("dms-hf-test-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path scratch_dir(const std::string &name) { return dms::test::scratch_dir("dms-hf-test", name); }
 std::string slurp(const fs::path &p) {
   std::ifstream in(p, std::ios::binary);
   std::stringstream ss;

@@ -9,17 +9,13 @@
 #include <unistd.h>
 
 #include "dms/formats/peft.hpp"
+#include "support/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
 
 namespace {
-fs::path scratch_dir(const std::string &name) {
-  auto d = fs::temp_directory_path() / ("dms-peft-test-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path scratch_dir(const std::string &name) { return dms::test::scratch_dir("dms-peft-test", name); }
 template <class T> std::span<const std::byte> bytes_of(const std::vector<T> &v) {
   return std::as_bytes(std::span<const T>(v));
 }

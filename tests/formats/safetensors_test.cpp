@@ -9,23 +9,14 @@
 #include <unistd.h>
 
 #include "dms/formats/safetensors.hpp"
+#include "support/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
 
 namespace {
-fs::path scratch_dir(const std::string &name) {
-  auto d = fs::temp_directory_path() / ("dms-st-test-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-std::size_t entries(const fs::path &d) {
-  std::size_t n = 0;
-  for ([[maybe_unused]] auto &e : fs::directory_iterator(d))
-    ++n;
-  return n;
-}
+fs::path scratch_dir(const std::string &name) { return dms::test::scratch_dir("dms-st-test", name); }
+using dms::test::count_entries;
 //! A safetensors file from a literal header and `data_bytes` bytes of data (values 0, 1, 2, ...).
 std::vector<std::byte> file_with(const std::string &header, std::size_t data_bytes) {
   std::vector<std::byte> out(8);
@@ -198,7 +189,7 @@ TEST_CASE("safetensors files on disk: atomic write, streaming producers", "[form
   const auto path = dir / "model.safetensors";
   const std::uint64_t n = w.write(path);
   CHECK(n == fs::file_size(path));
-  CHECK(entries(dir) == 1);
+  CHECK(count_entries(dir) == 1);
 
   const dms::safetensors_file f(path.string());
   CHECK(f.path() == path.string());
@@ -220,7 +211,7 @@ TEST_CASE("safetensors files on disk: atomic write, streaming producers", "[form
              [&](dms::tensor_sink &s) { s.write(std::span<const float>(rows.data(), 3)); });
   CHECK_THROWS_WITH(long_w.write(dir / "long.safetensors"),
                     Contains("producer wrote 12 bytes with only 8 left"));
-  CHECK(entries(dir) == 1);
+  CHECK(count_entries(dir) == 1);
   CHECK_THROWS_WITH(w.write(dir / "missing-dir" / "x.safetensors"), Contains("cannot create temporary file"));
   fs::remove_all(dir);
 }
