@@ -107,7 +107,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
   try {
     const auto f = dms::gguf_file::parse(input, "fuzz.gguf");
     check(f, input);
-    round_trip(f);
+    // The rewrite pads the header to the file's alignment, which may legally be as large as
+    // 2^31: that is memory proportional to a number in the file, not a parser bug. Round-trip
+    // only what a rewrite can hold in a fuzzer's memory budget.
+    constexpr std::uint64_t max_rewrite_alignment = std::uint64_t{1} << 20;
+    if (f.alignment() <= max_rewrite_alignment) round_trip(f);
   } catch (const dms::error &e) {
     // Every rejection must say where and what was expected.
     DMS_FUZZ_CHECK(e.where().file == "fuzz.gguf");
