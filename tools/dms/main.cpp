@@ -12,6 +12,7 @@
 #include <dms/dms.hpp>
 
 #include "args.hpp"
+#include "tokenize.hpp"
 #if defined(DMS_HAS_CPU_BACKEND) && defined(DMS_HAS_IO)
 #include "inspect.hpp"
 #define DMS_CLI_HAS_INSPECT 1
@@ -39,6 +40,8 @@ std::vector<subcommand> subcommands() {
 #if defined(DMS_CLI_HAS_INSPECT)
   list.push_back({dms::cli::inspect_command(), dms::cli::run_inspect});
 #endif
+  list.push_back({dms::cli::tokenize_command(), dms::cli::run_tokenize});
+  list.push_back({dms::cli::detokenize_command(), dms::cli::run_detokenize});
   return list;
 }
 
