@@ -18,5 +18,15 @@
 #include "dms/concepts/steering_policy.hpp"
 #include "dms/concepts/tensor_view.hpp"
 
+#include "dms/probe/layer_sweep.hpp"
+#include "dms/probe/logistic.hpp"
+#include "dms/probe/metrics.hpp"
+
+#include "dms/steer/composite_policy.hpp"
+#include "dms/steer/conditional_policy.hpp"
 #include "dms/steer/constant_policy.hpp"
+#include "dms/steer/dms_policy.hpp"
+#include "dms/steer/hook_names.hpp"
 #include "dms/steer/policy_hooks.hpp"
+#include "dms/steer/select_policy.hpp"
+#include "dms/steer/vectors.hpp"

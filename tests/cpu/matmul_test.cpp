@@ -75,10 +75,11 @@ weights make_weights(ggml_type t, std::int64_t rows, std::int64_t cols, std::uin
 }
 
 //! Counts outputs outside the tolerance of the header comment; reports the first.
+//! `exact`: the workspace ran at matmul_precision::exact, so every type gets the f32 bound.
 std::size_t count_errors(const weights &w, const std::vector<float> &x, std::int64_t n_tokens,
-                         const std::vector<float> &y, std::string &first) {
+                         const std::vector<float> &y, std::string &first, bool exact_precision = false) {
   const auto rows = static_cast<std::size_t>(w.rows), cols = static_cast<std::size_t>(w.cols);
-  const std::size_t ab = act_block(w.type);
+  const std::size_t ab = exact_precision ? 0 : act_block(w.type);
   std::size_t bad = 0;
   for (std::size_t t = 0; t < static_cast<std::size_t>(n_tokens); ++t) {
     const float *xt = x.data() + t * cols;
@@ -144,6 +145,28 @@ TEST_CASE("matmul matches dequantize + dot for every type, level, shape and thre
           CHECK(bad == 0);
           CHECK(same_bits(y1, y2)); // 1 and 2 threads
         }
+      }
+    }
+  });
+}
+
+TEST_CASE("matmul at matmul_precision::exact meets the f32 bound for every type", "[cpu][matmul]") {
+  dms::thread_pool two(2);
+  dms::cpu::matmul_workspace ws(dms::cpu::matmul_precision::exact);
+  dms::test::for_each_level([&](isa_level level) {
+    for (ggml_type t : dms::test::all_quant_types) {
+      const weights w = make_weights(t, 70, 256, 500u + static_cast<std::uint32_t>(t));
+      for (std::int64_t n_tokens : {1, 5}) {
+        const auto x = dms::test::random_floats(static_cast<std::size_t>(n_tokens * 256), 77u);
+        std::vector<float> y1(static_cast<std::size_t>(n_tokens * 70)), y2(y1.size());
+        dms::cpu::matmul(w.view(), x.data(), 256, n_tokens, y1.data(), 70, ws, nullptr);
+        dms::cpu::matmul(w.view(), x.data(), 256, n_tokens, y2.data(), 70, ws, &two);
+        std::string first;
+        const std::size_t bad = count_errors(w, x, n_tokens, y1, first, /*exact_precision=*/true);
+        INFO("level " << dms::cpu::name_of(level) << ", " << dms::traits_of(t).name << ", " << n_tokens
+                      << " tokens: " << bad << " outputs off; first: " << first);
+        CHECK(bad == 0);
+        CHECK(same_bits(y1, y2));
       }
     }
   });

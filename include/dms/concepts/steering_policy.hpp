@@ -11,6 +11,10 @@
 // Steering's probe score p_t, read at the probe layer and used at the later steering layer)
 // through `row_scores`, a scratch span with one float per row of the step. Its content at the
 // first hook point of a step is unspecified: a policy writes a row's score before reading it.
+// A policy that needs several values per row (a composite of policies that each carry a score
+// from their probe layer to their steering layer) says so with `row_score_lanes()`: it then gets
+// lanes * rows floats, lane k of row r at [k * rows + r], and the caller sizes the scratch with
+// dms::row_score_lanes(policy).
 //
 // @code
 //   struct nudge {                               // a user policy: add v at one layer, always
@@ -32,7 +36,9 @@
 // - `p.wants(point)`: whether apply() must be called at this hook point (asked at every hook
 //   point of every step: keep it a comparison or a mask).
 // - `p.apply(block, states, row_scores)`: acts on `block`. `states[s]` is the state of sequence
-//   s (block.slots[r].seq indexes it); `row_scores.size() == block.rows.rows`.
+//   s (block.slots[r].seq indexes it); `row_scores.size() == block.rows.rows * lanes`.
+// - optional `p.row_score_lanes()`: floats per row the policy keeps in `row_scores` (default 1);
+//   constant for the policy's lifetime.
 // - optional `p.validate(n_layers, n_embd)`: throws dms::error when the policy cannot run on a
 //   model of that shape (vector width, layer out of range); called once before steering.
 // Threads: wants/apply are const and may run concurrently for different steps; a state element
@@ -40,6 +46,7 @@
 #pragma once
 
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 
@@ -68,7 +75,16 @@ concept has_apply = requires(const P &p, activation_block &blk, std::span<typena
 template <class P> concept has_validate = requires(const P &p, std::int32_t n_layers, std::int64_t n_embd) {
   p.validate(n_layers, n_embd);
 };
+template <class P> concept has_row_score_lanes = requires(const P &p) {
+  { p.row_score_lanes() } -> std::convertible_to<std::size_t>;
+};
 } // namespace detail
+
+//! Floats per row of a step that `p` needs in `row_scores`: p.row_score_lanes() if it says, else 1.
+template <class P> std::size_t row_score_lanes(const P &p) {
+  if constexpr (detail::has_row_score_lanes<P>) return static_cast<std::size_t>(p.row_score_lanes());
+  else return 1;
+}
 
 //! Names the first missing member of a would-be policy: `static_assert(diagnose_steering_policy<P>())`.
 template <class P> consteval bool diagnose_steering_policy() {

@@ -21,6 +21,9 @@
 // |y - exact| <= sum_b (sum_{c in b} |W[r][c]|) * amax_b / 254, plus f32 rounding. llama.cpp
 // makes the same trade. The dense and panel paths are f32 dot products (error <= ~cols * eps *
 // sum |W x|). So one token's result depends on whether its call had fewer than 64 tokens.
+// Interpretability work that compares activations with an f32 reference (transformers on the
+// dequantized weights) can ask a workspace for matmul_precision::exact: every type then takes
+// the f32 paths (dequantized tiles or panels), at a cost in decode speed.
 //
 // Threads and determinism. Output rows are split over `pool` in chunks whose boundaries depend
 // only on the shapes; every y element is computed by one thread with one fixed sequence of
@@ -70,12 +73,21 @@ struct weight_matrix {
   std::int64_t cols;     //!< input features (GGUF ne[0]); a whole number of blocks
 };
 
+//! How activations meet quantized weights: `fast` rounds activations to 8-bit blocks for integer
+//! dot products (as llama.cpp); `exact` multiplies dequantized f32 weights by f32 activations.
+enum class matmul_precision : std::uint8_t { fast, exact };
+
 //! Reusable scratch (quantized activations, dequantized tiles); grows to the largest call, then
 //! never allocates. Not thread-safe: one workspace per thread that calls matmul (the pool's
 //! workers share the caller's, each using its own slot).
 class matmul_workspace {
 public:
   matmul_workspace() = default;
+  explicit matmul_workspace(matmul_precision p) noexcept : precision_(p) {}
+
+  //! The precision of the calls that use this workspace (see matmul_precision).
+  matmul_precision precision() const noexcept { return precision_; }
+  void set_precision(matmul_precision p) noexcept { precision_ = p; }
 
   //! Bytes currently held (for diagnostics and tests of the no-allocation guarantee).
   std::size_t capacity_bytes() const noexcept { return act_.capacity() + tiles_.capacity() * sizeof(float); }
@@ -112,6 +124,7 @@ public:
   float *tile(std::size_t s) noexcept { return tiles_.data() + s * tile_floats_; }
 
 private:
+  matmul_precision precision_ = matmul_precision::fast;
   std::vector<std::byte> act_;
   std::vector<float> tiles_;
   std::size_t n_slots_ = 0, tile_floats_ = 0;
@@ -287,7 +300,9 @@ inline void matmul(const weight_matrix &w, const float *x, std::int64_t ldx, std
     return;
   }
 #endif
-  if (const detail::fused_kernels *k = detail::select_fused(w.type, level)) {
+  const detail::fused_kernels *k =
+      ws.precision() == matmul_precision::fast ? detail::select_fused(w.type, level) : nullptr;
+  if (k != nullptr) {
     // Quantize every token once, then stream the weights.
     const std::size_t act_row = cols / detail::act_block_elems(k->act) * detail::act_block_bytes(k->act);
     std::byte *act = ws.activations(nt * act_row);
