@@ -7,7 +7,10 @@
 //     |y - exact| <= 1.001 * sum_b (sum_{c in b} |W[r][c]|) * amax_b(x_t) / 254 + 1e-5 * S.
 //     The kernels compute sum_c W[r][c] * xq[c] exactly in integers per block, where xq is x
 //     rounded to amax_b / 127 steps (error <= amax_b / 254 per element); the f32 scaling and
-//     summation of at most cols / 32 block sums adds a relative error far below 1e-5 here.
+//     summation of at most cols / 32 block sums adds a relative error far below 1e-5 here. The
+//     scales d (and Q4_1's s) are rounded to f16 as ggml stores them (relative error <= 2^-11
+//     on a block's contribution): not part of the bound, which is loose enough to absorb it on
+//     these blocks (checked: every case passes; a layout or scale bug is off by the order of S).
 //   dense types (F32, F16, BF16) and the dequantize-then-dot fallback (Q5_0, Q5_1, Q2_K, Q3_K,
 //     Q5_K): |y - exact| <= 2 * cols * FLT_EPSILON * S (f32 dot products, Higham's gamma_n).
 //   From 64 tokens on the AVX2 level runs every type through f32 panels (error within the dense

@@ -16,6 +16,12 @@
 #if defined(DMS_HAS_CPU_BACKEND) && defined(DMS_HAS_IO)
 #include "inspect.hpp"
 #define DMS_CLI_HAS_INSPECT 1
+#include "generate.hpp"
+#define DMS_CLI_HAS_GENERATE 1
+#endif
+#if defined(DMS_HAS_MERGE) && defined(DMS_HAS_IO)
+#include "merge.hpp"
+#define DMS_CLI_HAS_MERGE 1
 #endif
 
 namespace {
@@ -39,6 +45,12 @@ std::vector<subcommand> subcommands() {
                   }});
 #if defined(DMS_CLI_HAS_INSPECT)
   list.push_back({dms::cli::inspect_command(), dms::cli::run_inspect});
+#endif
+#if defined(DMS_CLI_HAS_GENERATE)
+  list.push_back({dms::cli::generate_command(), dms::cli::run_generate});
+#endif
+#if defined(DMS_CLI_HAS_MERGE)
+  list.push_back({dms::cli::merge_command(), dms::cli::run_merge});
 #endif
   list.push_back({dms::cli::tokenize_command(), dms::cli::run_tokenize});
   list.push_back({dms::cli::detokenize_command(), dms::cli::run_detokenize});

@@ -104,13 +104,14 @@ template <act_kind K> DMS_VD_AVX2 void quantize_act(const float *x, std::size_t 
     const float amax = amax_of(x, bs);
     const float d = amax / 127.0f, id = act_inverse_scale(amax);
     if constexpr (K == act_kind::q8_0) {
-      std::memcpy(out, &d, 4);
+      const float dh = act_f16_round(d);
+      std::memcpy(out, &dh, 4);
       _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + offsetof(act_q8_0, qs)), quantize32(x, id, nullptr));
     } else if constexpr (K == act_kind::q8_1) {
       int sum = 0;
       _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + offsetof(act_q8_1, qs)), quantize32(x, id, &sum));
-      const float s = d * static_cast<float>(sum);
-      std::memcpy(out, &d, 4);
+      const float s = act_f16_round(d * static_cast<float>(sum)), dh = act_f16_round(d);
+      std::memcpy(out, &dh, 4);
       std::memcpy(out + offsetof(act_q8_1, s), &s, 4);
     } else {
       std::memcpy(out, &d, 4);

@@ -9,8 +9,11 @@
 //   weight Q4_0, Q8_0 -> act_q8_0   (x ~ d * q, q in [-127, 127])
 //   weight Q4_1       -> act_q8_1   (the same plus s = d * sum(q), which carries Q4_1's offset m)
 //   weight Q4_K, Q6_K -> act_q8_k   (256 elements, one scale, plus 16 sums of 16 for the mins)
-// These layouts live only in matmul_workspace, so unlike ggml's Q8_1/Q8_K they keep their scales
-// in f32 (no f16 rounding of d or s). Quantization rounds x * (127 / amax) to nearest even, one
+// These layouts live only in matmul_workspace and hold their scales in f32 fields, but d and s of
+// act_q8_0/act_q8_1 carry f16-rounded values, as ggml's block_q8_0/q8_1 store them in f16 (the
+// quants themselves use the unrounded 127 / amax, as in ggml): SmolLM2 at Q4_1 is sensitive
+// enough that keeping f32 scales moved its greedy continuations away from llama.cpp's. Q8_K keeps
+// an f32 d, as ggml's block_q8_K does. Quantization rounds x * (127 / amax) to nearest even, one
 // product per element and nothing fused, so the portable and the AVX2 quantizers give the same
 // bytes; the error per element is at most d / 2 = amax / 254 of its block.
 //
@@ -107,6 +110,9 @@ DMS_ALWAYS_INLINE float load_f16(const std::byte *p) noexcept {
 //! 127 / amax, or 0 for an all-zero block (its q are then 0 and its d is 0).
 DMS_ALWAYS_INLINE float act_inverse_scale(float amax) noexcept { return amax > 0.0f ? 127.0f / amax : 0.0f; }
 
+//! v rounded to the nearest f16 value (ggml stores the scales of Q8_0/Q8_1 blocks in f16).
+DMS_ALWAYS_INLINE float act_f16_round(float v) noexcept { return to_f32(to_f16(v)); }
+
 //! round-to-nearest-even of v (|v| <= 127 for finite input), as an int8; NaN (from non-finite
 //! activations) gives 0 rather than undefined behavior, and d carries the NaN/inf to the output.
 DMS_ALWAYS_INLINE std::int8_t act_round(float v) noexcept {
@@ -133,13 +139,13 @@ template <act_kind K> void quantize_act(const float *x, std::size_t n, std::byte
     }
     if constexpr (K == act_kind::q8_0) {
       act_q8_0 a;
-      a.d = d;
+      a.d = act_f16_round(d);
       std::memcpy(a.qs, q, bs);
       std::memcpy(out, &a, sizeof a);
     } else if constexpr (K == act_kind::q8_1) {
       act_q8_1 a;
-      a.d = d;
-      a.s = d * static_cast<float>(sum);
+      a.d = act_f16_round(d);
+      a.s = act_f16_round(d * static_cast<float>(sum));
       std::memcpy(a.qs, q, bs);
       std::memcpy(out, &a, sizeof a);
     } else {
