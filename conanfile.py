@@ -8,6 +8,7 @@ every other route installs too) and package_info() describes the targets for CMa
     dms::cpu   xtensor, xsimd, OpenBLAS; option with_cpu   (component "cpu"; links dms::io too
                when with_io, as the CMake package does)
     dms::cuda  CUDA runtime and cuBLAS; option with_cuda   (component "cuda", system libraries)
+    dms::merge yaml-cpp, links dms::io; option with_merge (component "merge"; only with with_io)
     dms::all   every enabled component (Conan's aggregate target; not in the CMake package)
 
 The -march=native target dms::native of the CMake package is deliberately not offered: Conan's
@@ -37,9 +38,10 @@ class DmsConan(ConanFile):
     topics = ("llm", "inference", "steering", "header-only")
     package_type = "header-library"
     settings = "os", "arch", "compiler", "build_type"
-    options = {"with_io": [True, False], "with_cpu": [True, False], "with_cuda": [True, False]}
+    options = {"with_io": [True, False], "with_cpu": [True, False], "with_cuda": [True, False],
+               "with_merge": [True, False]}
     # The same defaults as the CMake options DMS_WITH_IO, DMS_WITH_CPU and DMS_WITH_CUDA.
-    default_options = {"with_io": True, "with_cpu": True, "with_cuda": False}
+    default_options = {"with_io": True, "with_cpu": True, "with_cuda": False, "with_merge": True}
     # The sources are only read (configure + install), never modified or built into objects.
     no_copy_source = True
     # What a source release of dms contains; tests/package's FetchContent URL test packs the same.
@@ -56,7 +58,14 @@ class DmsConan(ConanFile):
     def layout(self):
         cmake_layout(self)
 
+    def configure(self):
+        # dms::merge reads checkpoints through dms::io: without io there is no merge component.
+        if not self.options.with_io:
+            self.options.rm_safe("with_merge")
+
     def requirements(self):
+        if self.options.get_safe("with_merge"):
+            self.requires("yaml-cpp/[>=0.7 <0.9]", transitive_headers=True)
         if self.options.with_io:
             self.requires("nlohmann_json/[>=3.10 <4]", transitive_headers=True)
             self.requires("zlib/[>=1.2.11 <2]", transitive_headers=True)
@@ -81,6 +90,7 @@ class DmsConan(ConanFile):
         tc.cache_variables["DMS_WITH_IO"] = bool(self.options.with_io)
         tc.cache_variables["DMS_WITH_CPU"] = bool(self.options.with_cpu)
         tc.cache_variables["DMS_WITH_CUDA"] = bool(self.options.with_cuda)
+        tc.cache_variables["DMS_WITH_MERGE"] = bool(self.options.get_safe("with_merge"))
         for what in ("TESTS", "EXAMPLES", "BENCHMARKS", "TOOLS"):
             tc.cache_variables[f"DMS_BUILD_{what}"] = False
         tc.cache_variables["DMS_INSTALL"] = True
@@ -138,6 +148,15 @@ class DmsConan(ConanFile):
             io.defines = ["DMS_HAS_IO=1"]
             io.bindirs = []
             io.libdirs = []
+
+        if self.options.get_safe("with_merge"):
+            merge = self.cpp_info.components["merge"]
+            merge.set_property("cmake_target_name", "dms::merge")
+            merge.requires = ["dms", "io"]
+            use(merge, "yaml-cpp", "yaml-cpp")
+            merge.defines = ["DMS_HAS_MERGE=1"]
+            merge.bindirs = []
+            merge.libdirs = []
 
         if self.options.with_cpu:
             cpu = self.cpp_info.components["cpu"]

@@ -52,7 +52,7 @@ struct read_one_hook {
   float sink = 0;
   bool wants(dms::hook_point p) const noexcept { return p == at; }
   void operator()(dms::activation_block &b) {
-    for (std::int64_t c = 0; c < b.rows.cols(); ++c) sink += b.rows(0, c);
+    for (std::int64_t c = 0; c < b.rows.cols; ++c) sink += b.rows(0, c);
   }
 };
 
@@ -99,7 +99,7 @@ template <class Hooks> void decode_loop(benchmark::State &state, Hooks &hooks) {
     }
     const dms::token_id id = next[i++ % next.size()];
     const dms::token_slot slot{0, pos++, true};
-    benchmark::DoNotOptimize(m.forward(dms::token_batch{{&id, 1}, {&slot, 1}}, hooks).data());
+    benchmark::DoNotOptimize(m.forward(dms::token_batch{{&id, 1}, {&slot, 1}}, hooks).data);
   }
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations()),
                                                   benchmark::Counter::kIsRate);

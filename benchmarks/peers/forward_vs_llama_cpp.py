@@ -10,7 +10,6 @@ markdown table for BENCHMARKS.md. Run it on an otherwise idle machine.
 """
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -48,7 +47,7 @@ def llama_cpp_rates(model, threads):
 
 
 def dms_rates(bench, model, threads):
-    out = subprocess.run([bench, f"--benchmark_filter=BM_(prefill|decode|decode_hooked)/{threads}$",
+    out = subprocess.run([bench, f"--benchmark_filter=BM_(prefill|decode|decode_hooked)/{threads}/",
                           "--benchmark_format=json", "--benchmark_min_time=2"],
                          env={**os.environ, "DMS_MODEL": model}, check=True, capture_output=True, text=True).stdout
     rates = {b["name"].split("/")[0]: b["tokens/s"] for b in json.loads(out)["benchmarks"]}
@@ -56,10 +55,12 @@ def dms_rates(bench, model, threads):
 
 
 def dms_peak_rss(bench, model):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([bench, "--benchmark_filter=BM_decode/2$", "--benchmark_min_time=1"],
-                   env={**os.environ, "DMS_MODEL": model}, check=True, capture_output=True)
-    return max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024
+    """Peak RSS (bytes) of one fresh decode-only process, measured by /usr/bin/time: a child of
+    this Python process would inherit its high-water mark across exec (Linux keeps the larger)."""
+    out = subprocess.run(["/usr/bin/time", "-f", "%M", bench, "--benchmark_filter=BM_decode/2/",
+                          "--benchmark_min_time=1"], env={**os.environ, "DMS_MODEL": model}, check=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True).stderr
+    return int(out.strip().splitlines()[-1]) * 1024
 
 
 def main():

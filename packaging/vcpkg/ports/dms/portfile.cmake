@@ -26,6 +26,7 @@ vcpkg_check_features(OUT_FEATURE_OPTIONS FEATURE_OPTIONS
     cpu  DMS_WITH_CPU
     cuda DMS_WITH_CUDA
     io   DMS_WITH_IO
+    merge DMS_WITH_MERGE
 )
 
 vcpkg_cmake_configure(

@@ -1,0 +1,334 @@
+// dms/merge/engine.hpp: the streaming merge engine: config + strategy -> a merged model on disk.
+//
+// Steps (each fails early, before anything is written, when it can):
+//  1. open every model the config names (headers only: safetensors, GGUF, LoRA adapters; see
+//     dms/merge/sources.hpp) in one naming scheme;
+//  2. build the plan (dms/merge/plan.hpp): every output tensor, its inputs, resolved parameters,
+//     output type; `dms merge --dry-run` stops here and prints it;
+//  3. refuse an output path that is (or contains, or lies inside) an input, remove temporaries of
+//     earlier killed runs, check the free disk space;
+//  4. stream: the writer (dms/merge/writer.hpp) asks for one tensor at a time; the engine reads
+//     its inputs from the mappings into reusable f32 buffers, calls the strategy, and the writer
+//     converts and writes the result. Peak memory is one tensor's inputs and output (an
+//     elementwise method on a tensor above `chunk_elements` runs chunk by chunk, so even less),
+//     whatever the size of the model.
+//
+// Threads: a dms::thread_pool reads and dequantizes the inputs of a tensor in parallel (fixed
+// 1 Mi-element pieces) and is lent to the strategy, which splits its own work the same way. The
+// result never depends on the thread count: chunk boundaries depend only on sizes, and random
+// masks are keyed by (seed, tensor name, model index, element index).
+//
+// Cancellation: set `*options.cancel` (the CLI does it from SIGINT); the engine checks it between
+// pieces of work and throws, and the writer's temporary directory is removed on the way out.
+//
+// @code
+//   dms::merge_config cfg = dms::read_merge_config("ties.yaml");
+//   dms::merge_engine engine(cfg, dms::builtin_strategy(cfg.merge_method), {.output = "merged"});
+//   std::cout << engine.plan().describe();
+//   engine.run();
+// @endcode
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dms/concepts/merge_strategy.hpp"
+#include "dms/config.hpp"
+#include "dms/core/error.hpp"
+#include "dms/core/progress.hpp"
+#include "dms/core/thread_pool.hpp"
+#include "dms/formats/json.hpp"
+#include "dms/merge/config.hpp"
+#include "dms/merge/plan.hpp"
+#include "dms/merge/sources.hpp"
+#include "dms/merge/strategy_handle.hpp"
+#include "dms/merge/writer.hpp"
+
+DMS_NAMESPACE_BEGIN
+
+//! The progress handle type (merge_options has a member named `progress`).
+using merge_progress = progress;
+
+//! How to run a merge.
+struct merge_options {
+  std::filesystem::path output{};                      //!< directory (safetensors) or file (GGUF); must not exist
+  output_format format = output_format::safetensors;
+  std::optional<output_type> out_type{};               //!< overrides the config's out_dtype / dtype
+  std::uint64_t seed = 0;                              //!< seeds DARE / DELLA masks
+  std::size_t threads = 0;                             //!< 0: every hardware thread
+  std::uint64_t max_shard_bytes = 5'000'000'000;       //!< transformers' default "5GB"
+  vocab_policy vocab = vocab_policy::truncate;
+  //! Elementwise methods merge larger tensors in chunks of this many elements (a multiple of
+  //! 256, so chunks start on whole quantization blocks): 16 Mi elements is 64 MiB per input, far
+  //! below a 70B model's largest tensors (an embedding of 128256 x 8192 = 1 Gi elements).
+  std::uint64_t chunk_elements = std::uint64_t{1} << 24;
+  merge_progress progress{};                           //!< bytes read, with ETA
+  const std::atomic<bool> *cancel = nullptr;           //!< set to stop; nothing is written
+};
+
+//! Files of a Hugging Face model directory that describe the tokenizer (copied to the output).
+inline constexpr std::string_view hf_tokenizer_files[] = {
+    "tokenizer.json",     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json",         "merges.txt",            "added_tokens.json",       "chat_template.jinja",
+    "chat_template.json",
+};
+
+class merge_engine {
+public:
+  //! Opens the inputs and builds the plan (nothing is written).
+  merge_engine(merge_config config, strategy_handle strategy, merge_options options)
+      : config_(std::move(config)), strategy_(std::move(strategy)), options_(std::move(options)) {
+    require(static_cast<bool>(strategy_.merge), errc::invalid_argument,
+            [] { return std::string("the strategy handle has no merge function"); });
+    require(options_.chunk_elements >= 256 && options_.chunk_elements % 256 == 0, errc::invalid_argument,
+            [] { return std::string("chunk_elements must be a positive multiple of 256"); });
+    refs_ = config_.referenced_models();
+    bool all_gguf = options_.format == output_format::gguf;
+    for (const auto &r : refs_) all_gguf = all_gguf && is_plain_gguf(r);
+    naming_ = all_gguf ? tensor_naming::gguf : tensor_naming::hf;
+    for (const auto &r : refs_) sources_.push_back(open_model_source(r, naming_));
+    std::vector<const model_source *> raw;
+    for (const auto &s : sources_) raw.push_back(s.get());
+    plan_ = build_merge_plan(config_, refs_, raw, strategy_, naming_,
+                             {.format = options_.format, .out_type = options_.out_type, .vocab = options_.vocab});
+    if (options_.format == output_format::gguf) {
+      require(metadata_source() != nullptr, errc::unsupported, [] {
+        return std::string("GGUF output takes its metadata (tokenizer, hyper-parameters) from a GGUF input, and "
+                           "this merge has none: write safetensors, or make the base model a GGUF file");
+      }, {config_.file});
+    } else {
+      collect_hf_files();
+    }
+    if (!options_.output.empty()) check_output_path();
+  }
+
+  const merge_plan &plan() const noexcept { return plan_; }
+  const merge_config &config() const noexcept { return config_; }
+  tensor_naming naming() const noexcept { return naming_; }
+  std::span<const std::unique_ptr<model_source>> sources() const noexcept { return sources_; }
+  //! Extra files the safetensors output gets (config.json, tokenizer files, ...).
+  const std::map<std::string, std::string> &extra_files() const noexcept { return files_; }
+  //! Temporaries of killed runs that run() removed.
+  const std::vector<std::filesystem::path> &removed_temporaries() const noexcept { return removed_; }
+  //! Bytes the output will take (tensor data plus extra files).
+  std::uint64_t output_size() const {
+    std::uint64_t n = output_bytes(plan_);
+    for (const auto &f : files_) n += f.second.size();
+    return n;
+  }
+
+  //! Merges and writes the output.
+  void run() {
+    require(!options_.output.empty(), errc::invalid_argument, [] { return std::string("no output path given"); });
+    removed_ = remove_stale_temporaries(options_.output);
+    require(!std::filesystem::exists(options_.output), errc::io,
+            [] { return std::string("already exists; refusing to overwrite (remove it or choose another path)"); },
+            {options_.output.string()});
+    // Headers, metadata and padding: 64 MiB is far above any real model's (SmolLM2's GGUF header
+    // with its 49152-token vocabulary is 2 MiB).
+    check_free_space(options_.output, output_size() + (std::uint64_t{64} << 20));
+    thread_pool pool(options_.threads);
+    pool_ = &pool;
+    if (strategy_.set_thread_pool) strategy_.set_thread_pool(&pool);
+    struct reset {
+      merge_engine *e;
+      ~reset() {
+        if (e->strategy_.set_thread_pool) e->strategy_.set_thread_pool(nullptr);
+        e->pool_ = nullptr;
+      }
+    } reset_pool{this};
+    options_.progress.start("merging", plan_.read_bytes(), progress_unit::bytes);
+    const tensor_provider provide = [this](std::size_t i) -> std::span<const float> {
+      output_.resize(static_cast<std::size_t>(plan_.tensors[i].numel()));
+      compute(i, output_);
+      return output_;
+    };
+    if (options_.format == output_format::gguf)
+      write_gguf_output(plan_, options_.output, provide, *metadata_source());
+    else
+      write_safetensors_output(plan_, options_.output, provide, options_.max_shard_bytes, files_);
+    options_.progress.finish();
+  }
+
+  //! Computes planned tensor i into `out` (numel floats). Usable without run() (single thread).
+  void compute(std::size_t i, std::span<float> out) {
+    const planned_tensor &t = plan_.tensors.at(i);
+    const std::uint64_t n = t.numel();
+    require(out.size() == n, errc::invalid_argument, [&] { return "output buffer of the wrong size"; },
+            {{}, std::nullopt, t.name});
+    const std::uint64_t chunk = strategy_.elementwise ? options_.chunk_elements : std::max<std::uint64_t>(n, 1);
+    std::vector<const plan_input *> inputs;
+    for (const auto &m : t.models) inputs.push_back(&m);
+    if (t.base) inputs.push_back(&*t.base);
+    if (buffers_.size() < inputs.size()) buffers_.resize(inputs.size());
+    for (std::uint64_t b = 0; b < n || (n == 0 && b == 0); b += chunk) {
+      check_cancel();
+      const std::uint64_t e = std::min(n, b + chunk);
+      read_inputs(t, inputs, b, e);
+      std::vector<std::span<const float>> models;
+      for (std::size_t k = 0; k < t.models.size(); ++k) models.emplace_back(buffers_[k].data(), e - b);
+      merge_inputs in;
+      in.name = t.name;
+      in.shape = t.shape;
+      in.layer = t.layer;
+      in.n_layers = static_cast<std::int32_t>(plan_.n_layers);
+      in.models = models;
+      if (t.base) in.base = std::span<const float>(buffers_[t.models.size()].data(), e - b);
+      in.params = &t.params;
+      in.seed = options_.seed;
+      in.element_offset = static_cast<std::int64_t>(b);
+      strategy_.merge(in, out.subspan(static_cast<std::size_t>(b), static_cast<std::size_t>(e - b)));
+      if (n > 0)
+        options_.progress.advance(static_cast<std::uint64_t>(static_cast<double>(t.read_bytes) *
+                                                             static_cast<double>(e - b) / static_cast<double>(n)));
+      if (n == 0) break;
+    }
+  }
+  std::vector<float> compute(std::size_t i) {
+    std::vector<float> out(static_cast<std::size_t>(plan_.tensors.at(i).numel()));
+    compute(i, out);
+    return out;
+  }
+
+private:
+  void check_cancel() const {
+    if (options_.cancel && options_.cancel->load(std::memory_order_relaxed))
+      throw error(errc::io, "interrupted: the merge was cancelled and nothing was written", {options_.output.string()});
+  }
+
+  //! Reads elements [b, e) of every input into buffers_, in 1 Mi-element pieces over the pool.
+  void read_inputs(const planned_tensor &t, const std::vector<const plan_input *> &inputs, std::uint64_t b,
+                   std::uint64_t e) {
+    constexpr std::uint64_t piece = std::uint64_t{1} << 20; // a multiple of every block size
+    struct item {
+      std::size_t k;
+      std::uint64_t begin, end;
+    };
+    std::vector<item> items;
+    std::vector<const source_tensor *> st(inputs.size());
+    for (std::size_t k = 0; k < inputs.size(); ++k) {
+      buffers_[k].resize(static_cast<std::size_t>(e - b));
+      st[k] = &sources_[inputs[k]->source]->at(inputs[k]->name);
+      for (std::uint64_t p = b; p < e; p += piece) items.push_back({k, p, std::min(e, p + piece)});
+    }
+    auto run_item = [&](const item &it) {
+      check_cancel();
+      const model_source &src = *sources_[inputs[it.k]->source];
+      src.read(*st[it.k], it.begin,
+               std::span<float>(buffers_[it.k].data() + (it.begin - b), static_cast<std::size_t>(it.end - it.begin)));
+    };
+    // Sources that must produce a whole tensor at once (un-permuted GGUF Q/K, LoRA deltas) are
+    // read in one piece so that the work is not repeated per piece.
+    bool whole = false;
+    for (std::size_t k = 0; k < inputs.size(); ++k)
+      whole = whole || sources_[inputs[k]->source]->reads_whole(*st[k]);
+    if (whole) {
+      items.clear();
+      for (std::size_t k = 0; k < inputs.size(); ++k) items.push_back({k, b, e});
+    }
+    if (pool_) pool_->parallel_for(items.size(), 1, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i) run_item(items[i]);
+    });
+    else
+      for (const auto &it : items) run_item(it);
+    (void)t;
+  }
+
+  const model_source *base_source() const {
+    return plan_.base ? sources_[*plan_.base].get() : nullptr;
+  }
+  const gguf_file *metadata_source() const {
+    if (const auto *b = base_source(); b && b->gguf()) return b->gguf();
+    for (const auto &s : sources_)
+      if (s->gguf()) return s->gguf();
+    return nullptr;
+  }
+
+  //! config.json (depth and dtype updated), generation_config.json and the tokenizer files of the
+  //! base model (or the first model that is a Hugging Face directory).
+  void collect_hf_files() {
+    std::optional<std::filesystem::path> dir;
+    if (const auto *b = base_source()) dir = b->hf_directory();
+    for (const auto &s : sources_)
+      if (!dir) dir = s->hf_directory();
+    if (!dir) {
+      plan_.warnings.push_back("no input is a Hugging Face directory: the output has weights but no config.json "
+                               "or tokenizer files");
+      return;
+    }
+    auto slurp = [](const std::filesystem::path &p) {
+      std::ifstream in(p, std::ios::binary);
+      std::ostringstream ss;
+      ss << in.rdbuf();
+      return ss.str();
+    };
+    if (std::filesystem::is_regular_file(*dir / "config.json")) {
+      const std::string file = (*dir / "config.json").string();
+      ordered_json j = parse_json(slurp(*dir / "config.json"), file).value;
+      if (j.is_object()) {
+        if (j.contains("num_hidden_layers")) j["num_hidden_layers"] = plan_.n_layers;
+        output_type main = output_type::f32;
+        for (const auto &t : plan_.tensors)
+          if (t.shape.size() >= 2) main = t.type;
+        const char *torch = main == output_type::bf16 ? "bfloat16" : main == output_type::f16 ? "float16" : "float32";
+        for (const char *k : {"torch_dtype", "dtype"})
+          if (j.contains(k)) j[k] = torch;
+        for (const auto &t : plan_.tensors)
+          if (t.name.find("embed_tokens") != std::string::npos && j.contains("vocab_size")) j["vocab_size"] = t.shape[0];
+      }
+      files_["config.json"] = j.dump(2) + "\n";
+    }
+    if (std::filesystem::is_regular_file(*dir / "generation_config.json"))
+      files_["generation_config.json"] = slurp(*dir / "generation_config.json");
+    for (auto name : hf_tokenizer_files)
+      if (std::filesystem::is_regular_file(*dir / name)) files_[std::string(name)] = slurp(*dir / name);
+  }
+
+  //! The output must not be an input, contain one, or lie inside one.
+  void check_output_path() const {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path out = fs::weakly_canonical(fs::absolute(options_.output), ec);
+    auto inside = [](const fs::path &p, const fs::path &dir) {
+      auto [a, b] = std::mismatch(dir.begin(), dir.end(), p.begin(), p.end());
+      return a == dir.end();
+    };
+    for (std::size_t i = 0; i < refs_.size(); ++i) {
+      std::vector<fs::path> paths = sources_[i]->files();
+      paths.push_back(refs_[i].path);
+      if (refs_[i].lora) paths.push_back(*refs_[i].lora);
+      for (const auto &p : paths) {
+        const fs::path in = fs::weakly_canonical(fs::absolute(p), ec);
+        require(!inside(in, out) && !inside(out, in), errc::invalid_argument, [&] {
+          return "the output path overlaps the input " + p.string() + " (inputs are never written)";
+        }, {options_.output.string()});
+      }
+    }
+  }
+
+  merge_config config_;
+  strategy_handle strategy_;
+  merge_options options_;
+  std::vector<model_reference> refs_;
+  std::vector<std::unique_ptr<model_source>> sources_;
+  tensor_naming naming_ = tensor_naming::hf;
+  merge_plan plan_;
+  std::map<std::string, std::string> files_;
+  std::vector<std::filesystem::path> removed_;
+  thread_pool *pool_ = nullptr;
+  std::vector<std::vector<float>> buffers_; //!< one per input, reused across tensors
+  std::vector<float> output_;               //!< the tensor being written, reused
+};
+
+DMS_NAMESPACE_END
