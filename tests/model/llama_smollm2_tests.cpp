@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "support/external.hpp"
+#include "support/f32_model.hpp"
 #include "support/scratch_dir.hpp"
 #include "dms/formats/gguf_writer.hpp"
 #include "dms/formats/quant.hpp"
@@ -245,19 +246,7 @@ peer_result compare_with_llama_cpp(const std::string &python, const std::string 
 TEST_CASE("SmolLM2 F32: logits and greedy tokens agree with llama-cpp-python", "[.peer][model][forward]") {
   const fs::path dir = dms::test::scratch_dir("dms-forward", "smollm2-peer-f32");
   const std::string python = dms::test::peer_python(dir, "llama_cpp, numpy");
-  const std::string q41 = dms::test::model_path(dir);
-  {
-    dms::gguf_file f(q41);
-    dms::gguf_writer w;
-    w.copy_metadata(f);
-    w.set("general.file_type", std::uint32_t{0}); // LLAMA_FTYPE_ALL_F32
-    for (const auto &t : f.tensors()) {
-      std::vector<float> v(static_cast<std::size_t>(t.n_elements));
-      dms::dequantize(t.type, t.raw_bytes(), v);
-      w.add_tensor(t.name, t.shape(), v);
-    }
-    w.write(dir / "smollm2-f32.gguf");
-  }
+  dms::test::write_f32_copy(dms::test::model_path(dir), dir / "smollm2-f32.gguf");
   const auto r = compare_with_llama_cpp(python, (dir / "smollm2-f32.gguf").string(), "f32", 12, dir);
   CHECK(r.agreement >= 0.99);
   CHECK(r.max_diff <= 0.1);
@@ -265,11 +254,14 @@ TEST_CASE("SmolLM2 F32: logits and greedy tokens agree with llama-cpp-python", "
   fs::remove_all(dir);
 }
 
-// Against llama.cpp as users run it: Q4_1 weights, f16 KV cache. llama.cpp rounds activations to
-// 8-bit blocks with f16 scales and K/V to f16; dms's mat-mul rounds activations with f32 scales
-// (and runs batches of 64+ rows in f32 on dequantized weights), and its cache is f32. SmolLM2 at Q4_1 is sensitive to such rounding: llama.cpp against itself with an
-// f32 instead of an f16 cache moves logits by up to 1.4 on "The capital of France is". So this
-// case bounds the agreement more loosely and prints the figures.
+// Against llama.cpp as users run it: Q4_1 weights, f16 KV cache. Both round activations to 8-bit
+// blocks with f16 scales (dms since it copies ggml's scale rounding), but the f32 operations
+// around them run in different orders, a quant rounds the other way now and then, and SmolLM2 at
+// Q4_1 amplifies that: llama.cpp against itself with an f32 instead of an f16 cache moves logits by
+// up to 1.4 on "The capital of France is". dms's cache is f32. Measured on 24 prompts (312
+// positions): argmax agreement 97.4% (98.7% with llama.cpp's cache at f32), mean |diff| 0.19,
+// greedy 64 tokens identical on 3 of 12. This case bounds that loosely and prints the figures;
+// issue #4's 99% target is not met on the quantized file (it is on the F32 one above).
 TEST_CASE("SmolLM2 Q4_1: logits and greedy tokens close to llama-cpp-python", "[.peer][model][forward]") {
   const fs::path dir = dms::test::scratch_dir("dms-forward", "smollm2-peer-q41");
   const std::string python = dms::test::peer_python(dir, "llama_cpp, numpy");
