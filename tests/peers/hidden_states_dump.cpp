@@ -2,7 +2,8 @@
 // [n_layers + 1, n_tokens, n_embd], the hidden states in Hugging Face's `output_hidden_states`
 // layout: [0] the embeddings (resid_pre of layer 0), [l] the output of block l - 1 (resid_post),
 // and [n_layers] the output of the final norm (HF's last hidden state is taken after model.norm).
-//   dms_peer_hidden_states MODEL IDS OUT.npy       IDS: comma-separated token ids
+//   dms_peer_hidden_states MODEL IDS OUT.npy [fast|exact]   IDS: comma-separated token ids;
+//   the last argument picks the mat-mul precision (model_options::precision; default fast)
 // hidden_states_transformers.py compares it with transformers; this program only records.
 #include <cstdio>
 #include <cstdlib>
@@ -34,8 +35,8 @@ struct recorder {
 } // namespace
 
 int main(int argc, char **argv) try {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: %s MODEL IDS OUT.npy\n", argv[0]);
+  if (argc != 4 && argc != 5) {
+    std::fprintf(stderr, "usage: %s MODEL IDS OUT.npy [fast|exact]\n", argv[0]);
     return 2;
   }
   std::vector<dms::token_id> ids;
@@ -45,7 +46,12 @@ int main(int argc, char **argv) try {
     p = *end == ',' ? end + 1 : end;
     if (end == p && *p) throw std::runtime_error("bad id list");
   }
-  auto model = dms::llama_model::load(argv[1], {.n_ctx = 1024, .n_seq_max = 1, .n_threads = 2});
+  const bool exact = argc == 5 && std::string(argv[4]) == "exact";
+  auto model = dms::llama_model::load(
+      argv[1], {.n_ctx = 1024,
+                .n_seq_max = 1,
+                .n_threads = 2,
+                .precision = exact ? dms::cpu::matmul_precision::exact : dms::cpu::matmul_precision::fast});
   const auto n = static_cast<std::int64_t>(ids.size());
   std::vector<dms::token_slot> slots(ids.size());
   for (std::size_t i = 0; i < ids.size(); ++i) slots[i] = {0, static_cast<std::int32_t>(i), i + 1 == ids.size()};

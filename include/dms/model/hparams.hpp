@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dms/backend/cpu/matmul.hpp"
 #include "dms/config.hpp"
 #include "dms/core/error.hpp"
 #include "dms/formats/gguf.hpp"
@@ -33,6 +34,10 @@ struct model_options {
   std::int32_t n_ctx = 0;     //!< positions per sequence; 0: min(the model's context, 4096)
   std::int32_t n_seq_max = 4; //!< sequences the KV cache holds at once (ids 0 .. n_seq_max - 1)
   std::int32_t n_threads = 0; //!< participants of the model's thread pool; 0: default_thread_count()
+  //! fast: activations meet quantized weights as 8-bit blocks (as llama.cpp; batches of 64+ tokens
+  //! run in f32); exact: always f32 on dequantized weights, so activations do not depend on how
+  //! tokens are batched and match an f32 reference (slower decode). See backend/cpu/matmul.hpp.
+  cpu::matmul_precision precision = cpu::matmul_precision::fast;
 };
 
 //! Which pairs of a head's dimensions RoPE rotates together.

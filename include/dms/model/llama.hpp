@@ -149,6 +149,7 @@ private:
     cache_ = kv_cache(hp_.n_layers, hp_.n_head_kv, hp_.head_dim, n_ctx, opts.n_seq_max);
     rope_ = rope_table(hp_);
     pool_ = std::make_unique<thread_pool>(static_cast<std::size_t>(opts.n_threads));
+    ws_.set_precision(opts.precision);
     seq_next_.assign(static_cast<std::size_t>(opts.n_seq_max), 0);
   }
 
