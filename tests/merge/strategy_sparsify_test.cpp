@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -213,4 +215,27 @@ TEST_CASE("ties: a whole-model trim_threshold over one tensor equals the per-ten
     c.params.set("trim_threshold", m, f.threshold());
   }
   CHECK(c.run("ties") == per_tensor);
+}
+
+TEST_CASE("trim_magnitude on large tensors: radix selection equals the nth_element ranks", "[merge][strategy]") {
+  // Above 64 Ki elements trim_magnitude selects by a histogram of the float bits; values on a
+  // coarse grid (many equal magnitudes, both zeros, both signs) check its tie-breaking by index.
+  std::uint64_t state = 12345;
+  std::vector<float> x(70001);
+  for (float &v : x) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    v = static_cast<float>(static_cast<std::int64_t>(state >> 52) - 2048) / 256.0f;
+  }
+  x[7] = -0.0f;
+  std::vector<float> scratch;
+  for (std::size_t k : {std::size_t{1}, std::size_t{2}, std::size_t{777}, x.size() / 3, x.size() - 1, x.size()}) {
+    INFO("k = " << k);
+    std::vector<float> want = x, got = x;
+    dms::detail::keep_magnitude_ranks(want, x.size() - k, x.size(), scratch);
+    dms::detail::keep_top_magnitudes(got, k);
+    CHECK(std::memcmp(want.data(), got.data(), x.size() * sizeof(float)) == 0);
+  }
+  std::vector<float> nan = x;
+  nan[500] = std::nanf("");
+  CHECK_THROWS_AS(dms::detail::keep_top_magnitudes(nan, 10), dms::error);
 }

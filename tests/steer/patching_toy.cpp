@@ -151,6 +151,30 @@ TEST_CASE("patching: per position, only positions that differ carry an effect", 
   CHECK(std::abs(m.mean(site::resid_pre, 1, 1) - 1.0) > 1e-3);
 }
 
+TEST_CASE("patching: last_position_only equals the per-position sweep's last position", "[steer][patching]") {
+  toy_backend model;
+  dms::patching_options every;
+  every.per_position = true;
+  every.sites = {site::resid_pre, site::attn_out, site::mlp_out};
+  dms::patching_options last;
+  last.last_position_only = true;
+  last.sites = every.sites;
+  for (const auto &pair : {last_differs, middle_differs}) {
+    const auto pp = dms::activation_patching(model, std::span(&pair, 1), every);
+    const auto lp = dms::activation_patching(model, std::span(&pair, 1), last);
+    REQUIRE(lp.n_positions == 1);
+    CHECK(lp.n_runs == 2 + 3 * 3);
+    for (site s : every.sites)
+      for (std::int32_t l = 0; l < 3; ++l) {
+        INFO(dms::name_of(s) << " layer " << l);
+        CHECK(lp.mean(s, l) == pp.mean(s, l, 3));
+      }
+  }
+  // Tokens differ at position 1: patching only the last position at layer 0 restores nothing.
+  const auto m = dms::activation_patching(model, std::span(&middle_differs, 1), last);
+  CHECK(m.mean(site::resid_pre, 0) == 0.0);
+}
+
 TEST_CASE("patching: the last layer's effects follow from the reference activations", "[steer][patching]") {
   toy_backend model;
   const auto r = dms::activation_patching(model, std::span(&last_differs, 1));

@@ -3,6 +3,7 @@
 //
 // Exit codes: 0 success, 1 a dms::error (bad input, bad file: one line on stderr), 2 a usage
 // error (unknown command or option), 3 anything unexpected.
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -18,6 +19,8 @@
 #define DMS_CLI_HAS_INSPECT 1
 #include "generate.hpp"
 #define DMS_CLI_HAS_GENERATE 1
+#include "steer.hpp"
+#define DMS_CLI_HAS_STEER 1
 #endif
 #if defined(DMS_HAS_MERGE) && defined(DMS_HAS_IO)
 #include "merge.hpp"
@@ -49,6 +52,13 @@ std::vector<subcommand> subcommands() {
 #if defined(DMS_CLI_HAS_GENERATE)
   list.push_back({dms::cli::generate_command(), dms::cli::run_generate});
 #endif
+#if defined(DMS_CLI_HAS_STEER)
+  list.push_back({dms::cli::steer_calibrate_command(), dms::cli::run_steer_calibrate});
+  list.push_back({dms::cli::steer_generate_command(), dms::cli::run_steer_generate});
+  list.push_back({dms::cli::steer_score_command(), dms::cli::run_steer_score});
+  list.push_back({dms::cli::steer_eval_command(), dms::cli::run_steer_eval});
+  list.push_back({dms::cli::steer_export_command(), dms::cli::run_steer_export});
+#endif
 #if defined(DMS_CLI_HAS_MERGE)
   list.push_back({dms::cli::merge_command(), dms::cli::run_merge});
 #endif
@@ -62,7 +72,7 @@ std::string top_level_help(const std::vector<subcommand> &cmds) {
                   "dms: Dynamic Mode Steering, probing and merging for LLM inference engines.\n\nCommands:\n";
   for (const auto &c : cmds) {
     std::string name = c.spec.name().substr(4); // drop "dms "
-    name.resize(14, ' ');
+    name.resize(std::max<std::size_t>(name.size() + 2, 14), ' ');
     std::string summary = c.spec.summary();
     summary = summary.substr(0, summary.find(". ") == std::string::npos ? summary.size() : summary.find(". ") + 1);
     s += "  " + name + summary + "\n";
@@ -93,14 +103,29 @@ int main(int argc, char **argv) {
       std::printf("dms %s\n", dms::version.string);
       return 0;
     }
+    // Two-word commands ("dms steer eval") first, then one-word ones.
+    const bool two_words = args.size() >= 2 && !args[1].starts_with("-");
+    const std::string name2 = two_words ? "dms " + args[0] + " " + args[1] : std::string();
     for (const auto &c : cmds) {
-      if (c.spec.name() != "dms " + args[0]) continue;
-      const auto parsed = c.spec.parse(std::span(args).subspan(1));
+      const std::size_t words = two_words && c.spec.name() == name2 ? 2 : c.spec.name() == "dms " + args[0] ? 1 : 0;
+      if (words == 0) continue;
+      const auto parsed = c.spec.parse(std::span(args).subspan(words));
       if (parsed.has("help")) {
         std::fputs(c.spec.help_text().c_str(), stdout);
         return 0;
       }
       return c.run(parsed);
+    }
+    // A command group ("dms steer") alone or with an unknown subcommand: list its commands.
+    std::string group;
+    for (const auto &c : cmds)
+      if (c.spec.name().starts_with("dms " + args[0] + " ")) group += "  " + c.spec.name() + "\n";
+    if (!group.empty()) {
+      const bool asked = args.size() == 1 || args[1] == "--help" || args[1] == "-h";
+      if (!asked) std::fprintf(stderr, "dms: unknown command 'dms %s %s'\n", args[0].c_str(), args[1].c_str());
+      std::fprintf(asked ? stdout : stderr, "Commands of 'dms %s' (see dms %s <command> --help):\n%s", args[0].c_str(),
+                   args[0].c_str(), group.c_str());
+      return asked && args.size() > 1 ? 0 : 2;
     }
     std::fprintf(stderr, "dms: unknown command '%s' (see dms --help)\n", args[0].c_str());
     return 2;

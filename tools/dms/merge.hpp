@@ -78,7 +78,7 @@ inline command_spec merge_command() {
                  "Merge models as a mergekit YAML config says (merge_method, models or slices, parameters), "
                  "streaming one tensor at a time: memory stays at a few tensors whatever the model size.");
   c.positional({"CONFIG", "mergekit YAML config (merge_method, base_model, models/slices, parameters, dtype, "
-                          "out_dtype, tokenizer_source: base)"})
+                          "out_dtype, tokenizer_source: base; dms's trim_scope: model for whole-model TIES)"})
       .option({"output", 'o', "OUT", "output: a new directory (safetensors) or a new .gguf file; never overwritten", ""})
       .option({"format", 0, "FORMAT", "safetensors or gguf (auto: gguf when OUT ends in .gguf)", "auto"})
       .option({"out-type", 0, "TYPE", "f32, f16, bf16, or q8_0 (GGUF only); default: the config's out_dtype/dtype, "
@@ -150,6 +150,9 @@ inline int run_merge(const parsed_args &a) {
     }
     throw;
   }
+  for (const auto &[source, threshold] : engine.trim_thresholds())
+    std::fprintf(stderr, "dms merge: whole-model trim threshold of %s: |d| >= %.9g\n",
+                 engine.plan().sources.at(source).c_str(), static_cast<double>(threshold));
   for (const auto &p : engine.removed_temporaries())
     std::fprintf(stderr, "dms merge: removed %s, left by a merge that was killed\n", p.string().c_str());
   std::printf("%s\n", std::filesystem::path(a.get("output")).string().c_str());

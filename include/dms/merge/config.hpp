@@ -17,6 +17,7 @@
 //   dtype: float32                        # mergekit's compute dtype; dms computes in f32 always and
 //   out_dtype: bfloat16                   # uses it as the output type when out_dtype is absent
 //   tokenizer_source: base                # copy the base model's tokenizer files
+//   trim_scope: model                     # dms only: TIES trimming per whole model (see below)
 // A model reference is a path (a Hugging Face directory of safetensors, a .safetensors file or a
 // .gguf file) or `base+adapter` (a PEFT LoRA adapter directory applied to `base`, as mergekit
 // writes it). Relative paths are relative to the working directory, as with mergekit-yaml.
@@ -26,6 +27,12 @@
 // dms does not implement (`modules`, `tokenizer`, `chat_template`, `residual_weight`, a
 // per-slice `base_model` other than the global one, `tokenizer_source: union`), instead of a merge
 // that quietly differs from mergekit's.
+//
+// `trim_scope` is dms's own key (mergekit does not know it): `tensor` (the default) trims each
+// task vector tensor by tensor, as mergekit does; `model` trims each model's task vector over all
+// of its tensors at once, as the original TIES code does (github.com/prateeky2806/ties-merging:
+// one top-k over the flattened model). It needs a method with a per-model `trim_threshold`
+// parameter (`ties`); the engine finds each model's threshold in a first streaming pass.
 #pragma once
 
 #include <algorithm>
@@ -48,6 +55,12 @@
 #include "dms/merge/parameters.hpp"
 
 DMS_NAMESPACE_BEGIN
+
+//! Over which entries TIES keeps the top `density` fraction of a task vector.
+enum class magnitude_trim_scope : std::uint8_t {
+  tensor, //!< each tensor on its own (mergekit)
+  model,  //!< all of a model's tensors together (the original TIES code)
+};
 
 //! A model as a config names it: a checkpoint, optionally with a LoRA adapter applied on it.
 struct model_reference {
@@ -101,6 +114,7 @@ struct merge_config {
   std::optional<std::string> dtype;
   std::optional<std::string> out_dtype;
   std::optional<std::string> tokenizer_source; //!< "base" (the only value dms implements)
+  magnitude_trim_scope trim_scope = magnitude_trim_scope::tensor; //!< dms's `trim_scope` key
 
   //! Every distinct model the config names (base first), in order of appearance.
   std::vector<model_reference> referenced_models() const {
@@ -250,7 +264,7 @@ inline merge_config parse_merge_config(std::string_view text, std::string file) 
           {file});
   r.check_keys(root, "the config",
                {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
-                "tokenizer_source", "modules", "tokenizer", "chat_template"});
+                "tokenizer_source", "trim_scope", "modules", "tokenizer", "chat_template"});
   for (std::string_view k : {"modules", "tokenizer", "chat_template"})
     if (const YAML::Node n = root[std::string(k)]; n && !n.IsNull())
       r.fail(n, "'" + std::string(k) + "' is a mergekit feature dms does not implement", errc::unsupported);
@@ -275,6 +289,14 @@ inline merge_config parse_merge_config(std::string_view text, std::string file) 
       r.fail(t, "tokenizer_source '" + *c.tokenizer_source +
                     "' is not implemented (dms copies the base model's tokenizer: use 'base')",
              errc::unsupported);
+  }
+
+  if (const YAML::Node t = root["trim_scope"]; t && !t.IsNull()) {
+    const std::string v = r.string(t, "trim_scope");
+    if (v == "model") c.trim_scope = magnitude_trim_scope::model;
+    else if (v != "tensor")
+      r.fail(t, "trim_scope '" + v + "' (expected 'tensor', mergekit's per-tensor trimming, or 'model', the "
+                "original TIES code's trimming over the whole model)");
   }
 
   const YAML::Node models = root["models"], slices = root["slices"];

@@ -79,7 +79,10 @@ DMS_MERGE_VECTORIZE inline void mix_task_vectors(std::span<const std::span<const
       const double w = weights[i];
       for (std::size_t j = 0; j < len; ++j) {
         const double wd = w * static_cast<double>(d[j]);
-        const bool taken = elect[j] >= 0.0 ? wd > 0.0 : wd < 0.0;
+        // elect >= 0 ? wd > 0 : wd < 0, written without a branch so that it vectorizes (the
+        // branchy form ran scalar: a quarter of a TIES merge's time on SmolLM2).
+        const bool up = elect[j] >= 0.0;
+        const bool taken = (up & (wd > 0.0)) | (!up & (wd < 0.0));
         mixed[j] += taken ? wd : 0.0;
         divisor[j] += taken ? w : 0.0;
       }

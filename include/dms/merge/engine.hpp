@@ -11,7 +11,16 @@
 //     its inputs from the mappings into reusable f32 buffers, calls the strategy, and the writer
 //     converts and writes the result. Peak memory is one tensor's inputs and output (an
 //     elementwise method on a tensor above `chunk_elements` runs chunk by chunk, so even less),
-//     whatever the size of the model.
+//     whatever the size of the model: such a chunk goes to the writer as soon as it is merged, and
+//     the mapped pages of the inputs it read are dropped from the process
+//     (model_source::release), or the resident set would grow to the size of every input file.
+//
+// Whole-model TIES (`trim_scope: model` in the config): before step 4, one more streaming pass
+// (two reads of every ties tensor, chunk by chunk, as kth_magnitude_finder needs) finds, for each
+// model, the magnitude of its k-th largest task-vector entry over all of its tensors, k =
+// max(1, floor(density * entries)); every planned tensor then gets that model's `trim_threshold`
+// and the ties strategy keeps |d| >= threshold. Memory: the same chunk buffers as the merge plus
+// 768 KiB of histograms per model and thread.
 //
 // Threads: a dms::thread_pool reads and dequantizes the inputs of a tensor in parallel (fixed
 // 1 Mi-element pieces) and is lent to the strategy, which splits its own work the same way. The
@@ -52,6 +61,7 @@
 #include "dms/merge/config.hpp"
 #include "dms/merge/plan.hpp"
 #include "dms/merge/sources.hpp"
+#include "dms/merge/sparsify.hpp"
 #include "dms/merge/strategy_handle.hpp"
 #include "dms/merge/writer.hpp"
 
@@ -70,9 +80,11 @@ struct merge_options {
   std::uint64_t max_shard_bytes = 5'000'000'000;       //!< transformers' default "5GB"
   vocab_policy vocab = vocab_policy::truncate;
   //! Elementwise methods merge larger tensors in chunks of this many elements (a multiple of
-  //! 256, so chunks start on whole quantization blocks): 16 Mi elements is 64 MiB per input, far
-  //! below a 70B model's largest tensors (an embedding of 128256 x 8192 = 1 Gi elements).
-  std::uint64_t chunk_elements = std::uint64_t{1} << 24;
+  //! 256, so chunks start on whole quantization blocks). 256 Ki elements is 1 MiB of f32 per
+  //! input: a chunk's inputs, its result and its encoded bytes stay in cache from conversion to
+  //! write, where 16 Mi-element chunks made every step a trip to DRAM (linear on SmolLM2 BF16 was
+  //! memory-bound); the per-chunk overhead (a few microseconds) is far below the chunk's work.
+  std::uint64_t chunk_elements = std::uint64_t{1} << 18;
   merge_progress progress{};                           //!< bytes read, with ETA
   const std::atomic<bool> *cancel = nullptr;           //!< set to stop; nothing is written
 };
@@ -148,11 +160,10 @@ public:
         e->pool_ = nullptr;
       }
     } reset_pool{this};
+    prepare_trim_thresholds();
     options_.progress.start("merging", plan_.read_bytes(), progress_unit::bytes);
-    const tensor_provider provide = [this](std::size_t i) -> std::span<const float> {
-      output_.resize(static_cast<std::size_t>(plan_.tensors[i].numel()));
-      compute(i, output_);
-      return output_;
+    const tensor_provider provide = [this](std::size_t i, const tensor_chunk_sink &emit) {
+      merge_tensor(i, {}, emit);
     };
     if (options_.format == output_format::gguf)
       write_gguf_output(plan_, options_.output, provide, *metadata_source());
@@ -161,21 +172,128 @@ public:
     options_.progress.finish();
   }
 
+  //! Under `trim_scope: model`: finds each model's whole-model trim threshold (one streaming
+  //! pass over the inputs, see the header comment) and sets it as `trim_threshold` in every
+  //! planned tensor. run() and compute() call it; it does its work once. No-op otherwise.
+  void prepare_trim_thresholds() {
+    if (thresholds_ready_ || plan_.trim_scope != magnitude_trim_scope::model) return;
+    // Models (by source index) that are trimmed, with their density (one per model: the plan checked).
+    std::map<std::size_t, double> density;
+    std::vector<std::size_t> tensors; // planned tensors that hold a trimmed model
+    for (std::size_t ti = 0; ti < plan_.tensors.size(); ++ti) {
+      const planned_tensor &t = plan_.tensors[ti];
+      if (!t.base) continue;
+      bool any = false;
+      for (std::size_t i = 0; i < t.models.size(); ++i) {
+        const double d = t.params.find("density", static_cast<std::int32_t>(i)).value_or(1.0);
+        if (d < 1.0) density[t.models[i].source] = d, any = true;
+      }
+      if (any) tensors.push_back(ti);
+    }
+    if (density.empty()) {
+      thresholds_ready_ = true;
+      return;
+    }
+    // One finder per (model, lane); lanes split each chunk so threads never share a histogram.
+    const std::size_t lanes = pool_ ? pool_->size() : 1;
+    std::map<std::size_t, std::vector<kth_magnitude_finder>> finders;
+    for (const auto &[src, d] : density) finders.emplace(src, std::vector(lanes, kth_magnitude_finder::from_density(d)));
+    std::uint64_t bytes = 0;
+    for (std::size_t ti : tensors) bytes += plan_.tensors[ti].read_bytes;
+    constexpr std::size_t block = 4096; // task-vector entries a lane computes before adding them
+    std::vector<std::vector<float>> scratch(lanes, std::vector<float>(block));
+    for (int pass = 0; pass < 2; ++pass) {
+      options_.progress.start(pass == 0 ? "ties thresholds 1/2" : "ties thresholds 2/2", bytes, progress_unit::bytes);
+      for (std::size_t ti : tensors) {
+        const planned_tensor &t = plan_.tensors[ti];
+        const std::uint64_t n = t.numel();
+        std::vector<const plan_input *> inputs;
+        for (const auto &m : t.models) inputs.push_back(&m);
+        inputs.push_back(&*t.base);
+        if (buffers_.size() < inputs.size()) buffers_.resize(inputs.size());
+        const error_context where{{}, std::nullopt, t.name};
+        for (std::uint64_t b = 0; b < n; b += options_.chunk_elements) {
+          check_cancel();
+          const std::uint64_t e = std::min(n, b + options_.chunk_elements);
+          read_inputs(t, inputs, b, e);
+          release_inputs(inputs, b, e);
+          const std::size_t len = static_cast<std::size_t>(e - b);
+          const float *base = buffers_[t.models.size()].data();
+          auto run_lanes = [&](std::size_t l0, std::size_t l1) {
+            for (std::size_t lane = l0; lane < l1; ++lane) {
+              const std::size_t begin = len * lane / lanes, end = len * (lane + 1) / lanes;
+              float *d = scratch[lane].data();
+              for (std::size_t k = 0; k < t.models.size(); ++k) {
+                auto f = finders.find(t.models[k].source);
+                if (f == finders.end()) continue;
+                const float *x = buffers_[k].data();
+                for (std::size_t j = begin; j < end; j += block) {
+                  const std::size_t m = std::min(block, end - j);
+                  for (std::size_t q = 0; q < m; ++q) d[q] = x[j + q] - base[j + q]; // as the strategy does
+                  f->second[lane].add(std::span<const float>(d, m), where);
+                }
+              }
+            }
+          };
+          if (pool_) pool_->parallel_for(lanes, 1, run_lanes);
+          else run_lanes(0, lanes);
+          options_.progress.advance(static_cast<std::uint64_t>(static_cast<double>(t.read_bytes) *
+                                                               static_cast<double>(len) / static_cast<double>(n)));
+        }
+      }
+      options_.progress.finish();
+      for (auto &[src, f] : finders) {
+        for (std::size_t lane = 1; lane < lanes; ++lane) f[0].merge(f[lane]);
+        f[0].finish_pass();
+        for (std::size_t lane = 1; lane < lanes; ++lane) f[lane] = f[0]; // same bin, empty fine histogram
+      }
+    }
+    for (auto &[src, f] : finders) thresholds_[src] = f[0].threshold();
+    for (std::size_t ti : tensors) {
+      planned_tensor &t = plan_.tensors[ti];
+      for (std::size_t i = 0; i < t.models.size(); ++i)
+        if (auto it = thresholds_.find(t.models[i].source); it != thresholds_.end())
+          t.params.set("trim_threshold", static_cast<std::int32_t>(i), static_cast<double>(it->second));
+    }
+    thresholds_ready_ = true;
+  }
+
+  //! Whole-model trim thresholds by source index (after prepare_trim_thresholds; empty under
+  //! trim_scope: tensor).
+  const std::map<std::size_t, float> &trim_thresholds() const noexcept { return thresholds_; }
+
   //! Computes planned tensor i into `out` (numel floats). Usable without run() (single thread).
   void compute(std::size_t i, std::span<float> out) {
     const planned_tensor &t = plan_.tensors.at(i);
-    const std::uint64_t n = t.numel();
-    require(out.size() == n, errc::invalid_argument, [&] { return "output buffer of the wrong size"; },
+    require(out.size() == t.numel(), errc::invalid_argument, [&] { return "output buffer of the wrong size"; },
             {{}, std::nullopt, t.name});
+    merge_tensor(i, out, [](std::span<const float>) {});
+  }
+  std::vector<float> compute(std::size_t i) {
+    std::vector<float> out(static_cast<std::size_t>(plan_.tensors.at(i).numel()));
+    compute(i, out);
+    return out;
+  }
+
+private:
+  //! Merges planned tensor i chunk by chunk (elementwise methods; others in one piece) into `out`,
+  //! or, when `out` is empty, into a chunk-sized buffer; hands each finished chunk to `emit`. The
+  //! mapped input pages of a chunk are dropped as soon as they are converted to f32.
+  template <class Emit> void merge_tensor(std::size_t i, std::span<float> out, Emit &&emit) {
+    prepare_trim_thresholds();
+    const planned_tensor &t = plan_.tensors.at(i);
+    const std::uint64_t n = t.numel();
     const std::uint64_t chunk = strategy_.elementwise ? options_.chunk_elements : std::max<std::uint64_t>(n, 1);
     std::vector<const plan_input *> inputs;
     for (const auto &m : t.models) inputs.push_back(&m);
     if (t.base) inputs.push_back(&*t.base);
     if (buffers_.size() < inputs.size()) buffers_.resize(inputs.size());
+    if (out.empty()) output_.resize(static_cast<std::size_t>(std::min(n, chunk)));
     for (std::uint64_t b = 0; b < n || (n == 0 && b == 0); b += chunk) {
       check_cancel();
       const std::uint64_t e = std::min(n, b + chunk);
       read_inputs(t, inputs, b, e);
+      release_inputs(inputs, b, e); // converted to f32 in buffers_: the mapped pages are not needed
       std::vector<std::span<const float>> models;
       for (std::size_t k = 0; k < t.models.size(); ++k) models.emplace_back(buffers_[k].data(), e - b);
       merge_inputs in;
@@ -188,23 +306,30 @@ public:
       in.params = &t.params;
       in.seed = options_.seed;
       in.element_offset = static_cast<std::int64_t>(b);
-      strategy_.merge(in, out.subspan(static_cast<std::size_t>(b), static_cast<std::size_t>(e - b)));
+      const auto len = static_cast<std::size_t>(e - b);
+      const std::span<float> dst = out.empty() ? std::span<float>(output_.data(), len)
+                                               : out.subspan(static_cast<std::size_t>(b), len);
+      strategy_.merge(in, dst);
+      emit(std::span<const float>(dst));
       if (n > 0)
         options_.progress.advance(static_cast<std::uint64_t>(static_cast<double>(t.read_bytes) *
                                                              static_cast<double>(e - b) / static_cast<double>(n)));
       if (n == 0) break;
     }
   }
-  std::vector<float> compute(std::size_t i) {
-    std::vector<float> out(static_cast<std::size_t>(plan_.tensors.at(i).numel()));
-    compute(i, out);
-    return out;
-  }
 
-private:
   void check_cancel() const {
     if (options_.cancel && options_.cancel->load(std::memory_order_relaxed))
       throw error(errc::io, "interrupted: the merge was cancelled and nothing was written", {options_.output.string()});
+  }
+
+  //! Drops the mapped pages of elements [b, e) of a tensor's inputs from the process (see
+  //! model_source::release).
+  void release_inputs(const std::vector<const plan_input *> &inputs, std::uint64_t b, std::uint64_t e) const {
+    for (const plan_input *in : inputs) {
+      const model_source &src = *sources_[in->source];
+      src.release(src.at(in->name), b, e - b);
+    }
   }
 
   //! Reads elements [b, e) of every input into buffers_, in 1 Mi-element pieces over the pool.
@@ -329,6 +454,8 @@ private:
   thread_pool *pool_ = nullptr;
   std::vector<std::vector<float>> buffers_; //!< one per input, reused across tensors
   std::vector<float> output_;               //!< the tensor being written, reused
+  std::map<std::size_t, float> thresholds_; //!< whole-model trim thresholds, by source index
+  bool thresholds_ready_ = false;
 };
 
 DMS_NAMESPACE_END

@@ -114,6 +114,10 @@ struct merge_plan {
   std::int64_t n_layers = 0;           //!< output depth
   std::vector<planned_tensor> tensors; //!< in model order
   std::vector<std::string> warnings;   //!< things the user should know (printed by the CLI)
+  //! TIES trimming per tensor or per whole model; with `model`, the engine sets each tensor's
+  //! per-model `trim_threshold` in a first pass (merge_engine::prepare_trim_thresholds).
+  magnitude_trim_scope trim_scope = magnitude_trim_scope::tensor;
+  bool trims_by_magnitude = false;     //!< the method accepts trim_threshold (ties)
 
   std::uint64_t read_bytes() const noexcept {
     std::uint64_t n = 0;
@@ -130,6 +134,11 @@ struct merge_plan {
     for (std::size_t i = 0; i < sources.size(); ++i)
       s += "  [" + std::to_string(i) + "] " + sources[i] + (base && *base == i ? "  (base)" : "") + "\n";
     for (const auto &w : warnings) s += "warning: " + w + "\n";
+    if (trim_scope == magnitude_trim_scope::model)
+      s += "trim scope: model (each model's task vector is trimmed over all of its tensors, as the original TIES "
+           "code does; a first streaming pass finds each model's trim_threshold before merging)\n";
+    else if (trims_by_magnitude)
+      s += "trim scope: tensor (each tensor's task vectors are trimmed on their own, as mergekit does)\n";
     s += "tensors:\n";
     for (const auto &t : tensors) {
       s += "  " + t.name + " " + detail::shape_string(t.shape) + " " + std::string(name_of(t.type));
@@ -501,6 +510,35 @@ inline merge_plan build_merge_plan(const merge_config &config, std::span<const m
   for (const auto &t : plan.tensors)
     require(seen.insert(t.name).second, errc::invalid_argument,
             [&] { return "the plan writes this tensor twice"; }, {config.file, std::nullopt, t.name});
+
+  // Whole-model trimming: one threshold per model, so one density per model.
+  const merge_parameter_info *threshold = strategy.find_parameter("trim_threshold");
+  plan.trims_by_magnitude = threshold && threshold->scope == merge_parameter_scope::per_model;
+  plan.trim_scope = config.trim_scope;
+  if (config.trim_scope == magnitude_trim_scope::model) {
+    require(plan.trims_by_magnitude, errc::invalid_argument, [&] {
+      return "trim_scope: model needs a method that trims task vectors by a magnitude threshold (ties); '" +
+             strategy.name + "' has no per-model trim_threshold parameter";
+    }, at_config);
+    std::map<std::size_t, std::pair<double, std::string>> density; // source -> (density, first tensor)
+    for (const auto &t : plan.tensors) {
+      if (!t.base) continue;
+      for (std::size_t i = 0; i < t.models.size(); ++i) {
+        const auto m = static_cast<std::int32_t>(i);
+        require(!t.params.find("trim_threshold", m).has_value(), errc::invalid_argument, [&] {
+          return "trim_threshold is set by the engine under trim_scope: model; remove it from the config";
+        }, {config.file, std::nullopt, t.name});
+        const double d = t.params.find("density", m).value_or(1.0);
+        auto [it, fresh] = density.try_emplace(t.models[i].source, d, t.name);
+        require(fresh || it->second.first == d, errc::invalid_argument, [&] {
+          return "trim_scope: model keeps one fraction of each model's whole task vector, but the density of " +
+                 sources[t.models[i].source]->label() + " is " + parameter_setting::number(d) + " here and " +
+                 parameter_setting::number(it->second.first) + " in " + it->second.second +
+                 " (give it one density, or use trim_scope: tensor)";
+        }, {config.file, std::nullopt, t.name});
+      }
+    }
+  }
   return plan;
 }
 

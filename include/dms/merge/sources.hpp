@@ -8,7 +8,10 @@
 //    the scalar reference dms::dequantize otherwise: the same bits);
 //  * a PEFT LoRA adapter on top of any of these: W + scale B A (scale alpha / r, or alpha / sqrt(r)
 //    with rsLoRA), modules_to_save tensors replaced (dms/formats/peft.hpp).
-// Nothing is loaded up front beyond the headers: memory is what the engine asks for.
+// Nothing is loaded up front beyond the headers: memory is what the engine asks for. Pages of a
+// mapping count in the process's resident set once touched, so the engine calls release() on each
+// tensor it is done with: the pages leave the process (madvise MADV_DONTNEED; they stay in the
+// page cache), and resident memory stays at a few tensors however large the model.
 //
 // Naming. GGUF and Hugging Face name the same weights differently, and convert_hf_to_gguf.py
 // permutes the rows of Q and K (dms/formats/gguf_names.hpp). A source therefore serves one of two
@@ -49,6 +52,8 @@
 #include "dms/formats/quant.hpp"
 #include "dms/formats/safetensors.hpp"
 #include "dms/merge/config.hpp"
+#include <sys/mman.h>
+#include <unistd.h>
 #if defined(DMS_HAS_CPU_BACKEND)
 #include "dms/backend/cpu/dequant.hpp"
 #endif
@@ -99,6 +104,10 @@ public:
   //! Whether reading any range of `t` computes the whole tensor (un-permuted GGUF Q/K, LoRA
   //! deltas): the engine then reads it in one piece instead of repeating the work per piece.
   virtual bool reads_whole(const source_tensor &) const { return false; }
+  //! The engine will not read elements [offset, offset + count) of `t` again soon: drop their
+  //! mapped pages from the process (they stay in the page cache; a later read faults them back
+  //! in). Only a hint: never changes what read() gives.
+  virtual void release(const source_tensor &, std::uint64_t /*offset*/, std::uint64_t /*count*/) const {}
   //! Files the source reads (the engine refuses to write over any of them).
   virtual std::vector<std::filesystem::path> files() const = 0;
   //! The Hugging Face directory whose config.json and tokenizer files belong to this model, if any.
@@ -131,6 +140,24 @@ protected:
 };
 
 namespace detail {
+//! madvise(MADV_DONTNEED) over the pages of `bytes`, widened by 2 MiB on each side (clamped to
+//! `file`, the whole mapping). The widening is needed: a page fault may map a whole large folio
+//! of the page cache (up to 2 MiB with transparent huge pages), including pages of a neighbouring
+//! chunk or tensor that was already released; without it ~7% of every input stayed resident.
+inline void drop_mapped_pages(std::span<const std::byte> bytes, std::span<const std::byte> file) noexcept {
+  if (bytes.empty() || file.empty()) return;
+  static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  constexpr std::uintptr_t widen = std::uintptr_t{2} << 20;
+  const auto lo = reinterpret_cast<std::uintptr_t>(file.data());
+  const auto hi = lo + file.size();
+  auto first = reinterpret_cast<std::uintptr_t>(bytes.data());
+  auto last = first + bytes.size();
+  first = first - lo > widen ? first - widen : lo;
+  last = hi - last > widen ? last + widen : hi;
+  const std::uintptr_t begin = first / page * page, end = (last + page - 1) / page * page;
+  ::madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+}
+
 inline bool file_starts_with_gguf_magic(const std::filesystem::path &p) {
   std::ifstream in(p, std::ios::binary);
   char magic[4] = {};
@@ -171,6 +198,15 @@ public:
     const std::size_t es = size_of(*t.float_type);
     safetensors_file::convert_to_f32(f.raw(st).subspan(static_cast<std::size_t>(offset) * es, out.size() * es),
                                      *t.float_type, out);
+  }
+  void release(const source_tensor &t, std::uint64_t offset, std::uint64_t count) const override {
+    if (!t.float_type || offset >= t.numel()) return;
+    const safetensors_file &f = ckpt_ ? ckpt_->file_of(t.name) : *file_;
+    const std::size_t es = size_of(*t.float_type);
+    count = std::min(count, t.numel() - offset);
+    detail::drop_mapped_pages(f.raw(f.at(t.name)).subspan(static_cast<std::size_t>(offset) * es,
+                                                          static_cast<std::size_t>(count) * es),
+                              f.bytes());
   }
   std::vector<std::filesystem::path> files() const override {
     std::vector<std::filesystem::path> out;
@@ -270,6 +306,16 @@ public:
     std::copy_n(tmp.begin() + static_cast<std::ptrdiff_t>(offset - first_block * bs), out.size(), out.begin());
   }
   bool reads_whole(const source_tensor &t) const override { return where_.at(t.name).unpermute_heads != 0; }
+  void release(const source_tensor &t, std::uint64_t offset, std::uint64_t count) const override {
+    const gguf_tensor &gt = *where_.at(t.name).tensor;
+    if (offset >= gt.n_elements) return;
+    const auto tr = gt.traits();
+    const std::uint64_t first = offset / tr.block_size;
+    const std::uint64_t end = (std::min(gt.n_elements, offset + count) + tr.block_size - 1) / tr.block_size;
+    detail::drop_mapped_pages(gt.raw_bytes().subspan(static_cast<std::size_t>(first * tr.type_size),
+                                                     static_cast<std::size_t>((end - first) * tr.type_size)),
+                              file_.bytes());
+  }
   std::vector<std::filesystem::path> files() const override { return {file_.path()}; }
   const gguf_file *gguf() const override { return &file_; }
   //! The stored (GGUF) name of a tensor served under `name`.
@@ -335,6 +381,9 @@ public:
     for (const auto &r : adapter_.replacements())
       if (r.base_tensor == t.name) return true;
     return base_->reads_whole(t);
+  }
+  void release(const source_tensor &t, std::uint64_t offset, std::uint64_t count) const override {
+    base_->release(base_->at(t.name), offset, count);
   }
   std::vector<std::filesystem::path> files() const override {
     auto f = base_->files();

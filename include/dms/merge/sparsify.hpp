@@ -13,7 +13,8 @@
 //                        in its row (DELLA).
 // and rescale_l1 / the inverse-density option restore the magnitude the drop removed.
 //
-// Top-k is a selection (std::nth_element on a copy of the magnitudes, O(n)), never a full sort.
+// Top-k is a selection, never a full sort: std::nth_element on a copy of the magnitudes (O(n)) for
+// small tensors, a radix selection on the float bits (three sequential passes) for large ones.
 // Ties in magnitude are broken by element index (lower index = lower rank), so results are
 // deterministic; mergekit's torch.argsort breaks them arbitrarily, which only matters for tensors
 // with repeated magnitudes.
@@ -39,6 +40,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dms/config.hpp"
@@ -120,6 +122,72 @@ inline void keep_magnitude_ranks(std::span<float> x, std::size_t lo, std::size_t
   }
 }
 
+//! Zeroes all but the k largest |x| (ties broken as keep_magnitude_ranks(x, n - k, n): among
+//! equal magnitudes the higher indices rank higher), by radix selection on the bits of |x|
+//! (non-negative floats order like their bit patterns): a 2^16-bin histogram of the high half,
+//! one of the low half inside the bin that holds the k-th value, then one keep pass. Sequential
+//! reads and no copy: several times faster than nth_element on large tensors.
+//! Task vectors of BF16 checkpoints hit few bins (a difference of two BF16 values has few
+//! significant bits), so each histogram is split in four interleaved copies: increments of one
+//! bin by consecutive elements would otherwise wait on each other. Needs n < 2^32.
+inline void keep_top_magnitudes(std::span<float> x, std::size_t k, const error_context &where = {}) {
+  const std::size_t n = x.size();
+  if (k >= n) return;
+  if (k == 0) {
+    std::fill(x.begin(), x.end(), 0.0f);
+    return;
+  }
+  constexpr std::size_t bins = std::size_t{1} << 16, ways = 4;
+  auto bits = [](float v) { return std::bit_cast<std::uint32_t>(v) & 0x7FFFFFFFu; };
+  std::vector<std::uint32_t> hist(bins * ways, 0);
+  // Sums the four copies into the first and walks down from the top bin: the bin holding the
+  // k-th largest value, with `above` counting the entries of higher bins.
+  std::uint64_t above = 0;
+  auto find_bin = [&]() {
+    for (std::size_t b = bins; b-- > 0;) {
+      const std::uint64_t c = std::uint64_t{hist[b]} + hist[bins + b] + hist[2 * bins + b] + hist[3 * bins + b];
+      if (above + c >= k) return std::pair{static_cast<std::uint32_t>(b), c};
+      above += c;
+    }
+    return std::pair{std::uint32_t{0}, std::uint64_t{0}}; // unreachable: the counts sum to n > k
+  };
+  const float *p = x.data();
+  std::uint32_t nan = 0;
+  std::size_t i = 0;
+  for (; i + ways <= n; i += ways)
+    for (std::size_t w = 0; w < ways; ++w) {
+      const std::uint32_t b = bits(p[i + w]);
+      nan |= static_cast<std::uint32_t>(b > 0x7F800000u);
+      ++hist[w * bins + (b >> 16)];
+    }
+  for (; i < n; ++i) {
+    const std::uint32_t b = bits(p[i]);
+    nan |= static_cast<std::uint32_t>(b > 0x7F800000u);
+    ++hist[b >> 16];
+  }
+  if (nan) throw_nan_task_vector(where);
+  const std::uint32_t high = find_bin().first;
+  std::fill(hist.begin(), hist.end(), 0);
+  // Entries outside the bin add 0 to a bin (no branch to mispredict).
+  for (i = 0; i + ways <= n; i += ways)
+    for (std::size_t w = 0; w < ways; ++w) {
+      const std::uint32_t b = bits(p[i + w]);
+      hist[w * bins + (b & 0xFFFFu)] += static_cast<std::uint32_t>((b >> 16) == high);
+    }
+  for (; i < n; ++i) {
+    const std::uint32_t b = bits(p[i]);
+    hist[b & 0xFFFFu] += static_cast<std::uint32_t>((b >> 16) == high);
+  }
+  const auto [low, equal] = find_bin();
+  const std::uint32_t kth = (high << 16) | low;
+  // `above` entries are larger than the k-th value and k - above of the `equal` ones stay: the
+  // last ones by index. Keep everything >= kth (vectorizes), then zero the first equal ones.
+  for (float &v : x) v = bits(v) >= kth ? v : 0.0f;
+  std::uint64_t skip_equal = equal - (k - above);
+  for (float *v = x.data(); skip_equal > 0; ++v)
+    if (bits(*v) == kth) *v = 0.0f, --skip_equal;
+}
+
 } // namespace detail
 
 //! Sum of |x| in double.
@@ -146,7 +214,9 @@ inline void trim_magnitude(std::span<float> delta, double density, rescale_mode 
   const std::size_t n = delta.size();
   const std::size_t k = magnitude_keep_count(n, density);
   const double before = rescale == rescale_mode::l1_norm ? l1_norm(delta) : 0.0;
-  detail::keep_magnitude_ranks(delta, n - k, n, scratch, where);
+  // Radix selection pays for its 1 MiB of histograms from about 64 Ki elements on.
+  if (n >= (std::size_t{1} << 16) && n < (std::uint64_t{1} << 32)) detail::keep_top_magnitudes(delta, k, where);
+  else detail::keep_magnitude_ranks(delta, n - k, n, scratch, where);
   if (rescale == rescale_mode::l1_norm) rescale_l1(delta, before);
   else if (rescale == rescale_mode::inverse_density) {
     const auto f = static_cast<float>(1.0 / density);

@@ -90,15 +90,21 @@ inline std::uint64_t output_bytes(const merge_plan &p) {
   return n;
 }
 
-//! Computes tensor i of the plan as f32 (the span stays valid until the next call).
-using tensor_provider = std::function<std::span<const float>(std::size_t index)>;
+//! Receives consecutive pieces of one tensor's f32 values (each valid only during the call).
+using tensor_chunk_sink = std::function<void(std::span<const float>)>;
+//! Computes tensor i of the plan as f32 and hands it to `emit` in order: in one piece, or in
+//! pieces whose lengths are multiples of 256 (whole blocks of every output type) but the last, so
+//! an elementwise merge of a huge tensor never holds all of it.
+using tensor_provider = std::function<void(std::size_t index, const tensor_chunk_sink &emit)>;
 
 namespace detail {
 //! Converts f32 values to the output type and streams them, `block` elements at a time:
 //! 1 Mi elements (a multiple of every block size) keeps the staging buffer at 4 MiB.
 template <class Sink> void stream_encoded(output_type type, std::span<const float> values, Sink &&write) {
   constexpr std::size_t block = std::size_t{1} << 20;
-  std::vector<std::byte> buf;
+  // Reused across calls (the engine emits one chunk at a time): a fresh vector per call was
+  // zero-filled, and above malloc's mmap threshold page-faulted, for every chunk.
+  thread_local std::vector<std::byte> buf;
   for (std::size_t i = 0; i < values.size(); i += block) {
     const std::size_t n = std::min(block, values.size() - i);
     buf.resize(static_cast<std::size_t>(*storage_bytes(ggml_type_of(type), n)));
@@ -179,7 +185,9 @@ inline void write_safetensors_output(const merge_plan &plan, const std::filesyst
   for (std::size_t i : safetensors_write_order(plan)) {
     const planned_tensor &t = plan.tensors[i];
     w.add(t.name, storage_dtype_of(t.type), t.shape, [&provide, &t, i](tensor_sink &sink) {
-      detail::stream_encoded(t.type, provide(i), [&](std::span<const std::byte> b) { sink.write(b); });
+      provide(i, [&](std::span<const float> v) {
+        detail::stream_encoded(t.type, v, [&](std::span<const std::byte> b) { sink.write(b); });
+      });
     });
   }
   for (const auto &[name, contents] : files) w.add_file(name, contents);
@@ -223,9 +231,19 @@ inline void write_gguf_output(const merge_plan &plan, const std::filesystem::pat
     const planned_tensor &t = plan.tensors[i];
     const gguf_output_name g = gguf_name_of(plan, t, meta);
     w.add_tensor(g.name, ggml_type_of(t.type), t.shape, [&provide, &t, i, g](gguf_tensor_sink &sink) {
-      std::span<const float> v = provide(i);
+      if (g.permute_heads == 0) {
+        provide(i, [&](std::span<const float> v) {
+          detail::stream_encoded(t.type, v, [&](std::span<const std::byte> b) { sink.write(b); });
+        });
+        return;
+      }
+      // Q and K rows move between pieces: gather the (small) tensor first.
+      std::vector<float> whole;
+      whole.reserve(static_cast<std::size_t>(t.numel()));
+      provide(i, [&](std::span<const float> v) { whole.insert(whole.end(), v.begin(), v.end()); });
+      std::span<const float> v = whole;
       std::vector<float> permuted;
-      if (g.permute_heads != 0) {
+      {
         permuted.resize(v.size());
         const std::int64_t rows = t.shape[0];
         const std::int64_t cols = t.shape.size() >= 2 ? static_cast<std::int64_t>(v.size()) / rows : 1;

@@ -88,6 +88,12 @@ struct patching_options {
   std::int32_t layer_end = -1;  //!< one past the last layer to patch; -1: n_layers
   //! Patch each position alone (TransformerLens's per-position sweeps) instead of all at once.
   bool per_position = false;
+  //! Without per_position: patch only the last position instead of all of them. Patching every
+  //! position of an early layer hands the corrupted run the clean tokens themselves (an early
+  //! block's output is still mostly its input token) and restores everything; at the last
+  //! position only, a layer scores what it contributes to the prediction there (the DMS
+  //! calibration's causal-layer search uses this).
+  bool last_position_only = false;
   patching_metric metric = patching_metric::logit_diff;
   degenerate_policy on_degenerate = degenerate_policy::error;
   //! |m_clean - m_corrupt| at or below this is degenerate. 1e-6 is far below any real logit gap
@@ -173,10 +179,13 @@ private:
   std::int32_t seq_ = -1;
 };
 
-//! One patched run: overwrite point `point` (an index of the table) at position `pos` (-1: all).
+//! One patched run: overwrite point `point` (an index of the table) at position `pos`
+//! (all_positions / last_position: those of the prompt).
 struct patch_variant {
+  static constexpr std::int32_t all_positions = -1;
+  static constexpr std::int32_t last_position = -2;
   std::int32_t point = 0;
-  std::int32_t pos = -1;
+  std::int32_t pos = all_positions;
 };
 
 //! Overwrites, in sequence s of a forward, the rows that variant s targets with clean ones.
@@ -204,7 +213,10 @@ public:
       const token_slot &slot = block.slots[static_cast<std::size_t>(r)];
       if (slot.seq < 0 || static_cast<std::size_t>(slot.seq) >= variants_.size()) continue;
       const patch_variant &v = variants_[static_cast<std::size_t>(slot.seq)];
-      if (v.point != k || (v.pos >= 0 && v.pos != slot.pos)) continue;
+      // The cache holds the clean prompt's rows: its length gives the last position.
+      const std::int32_t target =
+          v.pos == patch_variant::last_position ? static_cast<std::int32_t>(src.size() / d) - 1 : v.pos;
+      if (v.point != k || (target >= 0 && target != slot.pos)) continue;
       const auto pos = static_cast<std::size_t>(slot.pos);
       require((pos + 1) * d <= src.size(), errc::invalid_argument, [&] {
         return "activation_patching: the backend reported position " + std::to_string(slot.pos) +
@@ -326,7 +338,9 @@ patching_result activation_patching(Backend &backend, std::span<const patching_p
   variants.reserve(block);
   for (std::size_t k = 0; k < n_points; ++k)
     for (std::int32_t p = 0; p < res.n_positions; ++p)
-      variants.push_back({static_cast<std::int32_t>(k), options.per_position ? p : -1});
+      variants.push_back({static_cast<std::int32_t>(k), options.per_position       ? p
+                                                        : options.last_position_only ? detail::patch_variant::last_position
+                                                                                     : detail::patch_variant::all_positions});
 
   const std::int32_t n_seq = parallel_sequences(backend, options.max_sequences);
   std::vector<std::vector<float>> cache(n_points);
@@ -428,7 +442,7 @@ patching_result activation_patching(Backend &backend, std::span<const patching_p
       res.n_runs += count;
       for (std::size_t s = 0; s < count; ++s) {
         const detail::patch_variant &v = variants[first + s];
-        const std::int32_t expected = v.pos < 0 ? static_cast<std::int32_t>(n) : 1;
+        const std::int32_t expected = v.pos == detail::patch_variant::all_positions ? static_cast<std::int32_t>(n) : 1;
         require(writes[s] == expected, errc::unsupported, [&] {
           return "activation_patching: a patched run overwrote " + std::to_string(writes[s]) + " rows, expected " +
                  std::to_string(expected) + " (the backend skipped or repeated a hook call)";
