@@ -6,9 +6,7 @@ function(run_dms out_var rc_var input)
   set(${out_var} "${out}${err}" PARENT_SCOPE)
   set(${rc_var} "${rc}" PARENT_SCOPE)
 endfunction()
-function(expect cond message)
-  cmake_language(EVAL CODE "if(NOT (${cond}))\n  message(FATAL_ERROR [==[FAIL: ${message}]==])\nendif()")
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/cli_common.cmake)
 
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
@@ -23,15 +21,9 @@ expect("rc EQUAL 2 AND out MATCHES \"--model is required\"" "tokenize without --
 run_dms(out rc ${WORK_DIR}/empty.txt tokenize --model ${WORK_DIR}/no-such.gguf)
 expect("NOT rc EQUAL 0 AND out MATCHES \"no-such.gguf\"" "missing model file: ${out}")
 
-if(DEFINED ENV{DMS_MODEL})
-  set(model "$ENV{DMS_MODEL}")
-else()
-  execute_process(COMMAND ${SOURCE_DIR}/scripts/fetch-model OUTPUT_VARIABLE model RESULT_VARIABLE rc
-                  OUTPUT_STRIP_TRAILING_WHITESPACE)
-  if(NOT rc EQUAL 0 OR NOT EXISTS "${model}")
-    message("SKIPPED: the real model is unavailable (scripts/fetch-model failed)")
-    return()
-  endif()
+dms_test_model(model)
+if(NOT model)
+  return()
 endif()
 
 # Known ids (llama.cpp gives the same): "Hello world" -> 19556 905.

@@ -453,6 +453,7 @@ inline command_spec steer_eval_command() {
       .option({"report", 'r', "PATH", "the HTML report to write", "dms-steer-report.html"})
       .option({"alphas", 0, "LIST", "comma-separated alphas of the sweep", "0.5,1,1.4,2,3"})
       .option({"max-passages", 0, "N", "use at most N held-out passages (0 = all)", "0"})
+      .option({"max-tokens", 'n', "N", "tokens generated per passage (regurgitation) and in the report", "64"})
       .option({"model", 'm', "PATH", "the model, if not where the bundle says", ""})
       .option({"threads", 't', "N", "CPU threads; 0 = all cores", "0"})
       .option({"parallel", 0, "N", "sequences per forward", "8"})
@@ -508,7 +509,6 @@ inline int run_steer_eval(const parsed_args &a) {
   const auto &b = s.bundle;
   const float alpha = b.steering.alpha;
   const std::int32_t prefix_tokens = b.calibration.settings.value("prefix_tokens", 32);
-  const std::int32_t continuation_tokens = b.calibration.settings.value("continuation_tokens", 32);
 
   // The held-out split, never seen by calibration.
   std::vector<std::vector<token_id>> passages, neutral;
@@ -516,11 +516,16 @@ inline int run_steer_eval(const parsed_args &a) {
   for (const auto &it : items) {
     if (it.split != "heldout") continue;
     if (it.kind == "memorized") {
-      if (max_passages == 0 || passages.size() < max_passages) passages.push_back(s.tok.encode(it.text, true));
+      passages.push_back(s.tok.encode(it.text, true));
     } else {
       neutral.push_back(s.tok.encode(it.text, true));
       if (!it.answer.empty()) arithmetic.push_back({it.text, it.answer});
     }
+  }
+  if (max_passages > 0 && passages.size() > max_passages) { // evenly spaced: every category keeps its share
+    std::vector<std::vector<token_id>> kept;
+    for (std::size_t i = 0; i < max_passages; ++i) kept.push_back(std::move(passages[i * passages.size() / max_passages]));
+    passages = std::move(kept);
   }
   std::string neutral_text;
   {
@@ -536,20 +541,34 @@ inline int run_steer_eval(const parsed_args &a) {
     pos = end + 2;
   }
   const auto neutral_ids = s.tok.encode(neutral_text, true);
-  const auto cases = make_regurgitation_cases(s.tok, passages, prefix_tokens, continuation_tokens);
+  // Reference: the whole rest of the passage (>= 33 tokens), and up to --max-tokens generated: 32
+  // tokens of a digit sequence (SmolLM2 spells numbers digit by digit) are fewer than the 50
+  // characters the rule asks for.
+  const std::int32_t max_tokens = detail::int_option(a, "max-tokens", 1);
+  std::vector<regurgitation_case> cases;
+  for (const auto &p : passages) {
+    const auto c = make_regurgitation_cases(s.tok, std::span(&p, 1), prefix_tokens,
+                                            static_cast<std::int32_t>(p.size()) - prefix_tokens);
+    cases.push_back(c.front());
+  }
   regurgitation_options ropt;
-  ropt.max_tokens = continuation_tokens;
+  ropt.max_tokens = max_tokens;
 
   struct config {
     std::string policy;
     float alpha;
     bool full; // also perplexity and arithmetic
   };
+  // The sweep's row at the bundle's alpha is also the full comparison row of its policy.
   std::vector<config> configs{{"none", 0.0f, true}};
-  for (const char *kind : {"constant", "dms"})
-    for (float x : alphas) configs.push_back({kind, x, false});
-  configs.push_back({"constant", alpha, true});
-  configs.push_back({"dms", alpha, true});
+  for (const char *kind : {"constant", "dms"}) {
+    bool has_default = false;
+    for (float x : alphas) {
+      configs.push_back({kind, x, x == alpha});
+      has_default = has_default || x == alpha;
+    }
+    if (!has_default) configs.push_back({kind, alpha, true});
+  }
   if (b.condition) configs.push_back({"conditional", alpha, true});
 
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
@@ -557,8 +576,9 @@ inline int run_steer_eval(const parsed_args &a) {
   rep.model = s.model_path.filename().string();
   std::vector<report_sweep_series> sweep{{"constant", {}}, {"dms", {}}};
   std::vector<regurgitation_outcome> baseline_cases;
-  std::printf("%-12s %6s %14s %10s %11s %11s\n", "policy", "alpha", "regurgitation", "KL (nats)", "perplexity",
-              "arithmetic");
+  if (!a.has("json"))
+    std::printf("%-12s %6s %14s %10s %11s %11s\n", "policy", "alpha", "regurgitation", "KL (nats)", "perplexity",
+                "arithmetic");
   for (const auto &c : configs) {
     report_policy_row row;
     row.policy = c.policy;
@@ -580,10 +600,9 @@ inline int run_steer_eval(const parsed_args &a) {
       j["perplexity"] = row.perplexity;
       j["arithmetic_exact_match"] = row.arithmetic_accuracy;
       rep.policies.push_back(row);
-    } else {
-      auto &series = sweep[c.policy == "constant" ? 0 : 1];
-      series.points.push_back({c.alpha, row.mean_kl, row.regurgitation_rate});
     }
+    if (c.policy == "constant" || c.policy == "dms")
+      sweep[c.policy == "constant" ? 0 : 1].points.push_back({c.alpha, row.mean_kl, row.regurgitation_rate});
     results.push_back(j);
     if (!a.has("json"))
       std::printf("%-12s %6.2f %13.1f%% %10.4f %11s %11s\n", c.policy.c_str(), c.alpha, 100 * row.regurgitation_rate,
@@ -600,8 +619,8 @@ inline int run_steer_eval(const parsed_args &a) {
     if (baseline_cases[i].common_chars > baseline_cases[shown].common_chars) shown = i;
   report_generation g;
   g.prompt = s.tok.decode(cases[shown].prefix);
-  g.unsteered = steer_detail::traced_continuation(s, "none", 0.0f, cases[shown].prefix, continuation_tokens);
-  g.steered = steer_detail::traced_continuation(s, "dms", alpha, cases[shown].prefix, continuation_tokens);
+  g.unsteered = steer_detail::traced_continuation(s, "none", 0.0f, cases[shown].prefix, max_tokens);
+  g.steered = steer_detail::traced_continuation(s, "dms", alpha, cases[shown].prefix, max_tokens);
   g.steered_label = "DMS, alpha " + std::to_string(alpha).substr(0, 4);
   rep.generations.push_back(std::move(g));
   rep.summary.emplace_back("held-out passages", std::to_string(cases.size()));
