@@ -12,10 +12,12 @@
 #include "dms/model/generate.hpp"
 #include "dms/model/llama.hpp"
 #include "dms/steer/labels.hpp"
+#include "greedy_passage.hpp"
 #include "model/tiny_model.hpp"
 #include "support/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
+using dms::test::greedy_passage;
 using dms::token_id;
 
 namespace {
@@ -29,17 +31,6 @@ struct tiny_fixture {
   }
 };
 
-//! `prefix` followed by the model's own greedy continuation of `n` tokens.
-std::vector<token_id> greedy_passage(dms::llama_model &m, std::vector<token_id> prefix, std::int32_t n) {
-  dms::generation_request r;
-  r.prompt = prefix;
-  r.sampling.temperature = 0.0f;
-  r.max_tokens = n;
-  r.stop_at_eog = false;
-  const auto out = dms::generate(m, dms::detail::silent_vocab{}, r);
-  prefix.insert(prefix.end(), out.tokens.begin(), out.tokens.end());
-  return prefix;
-}
 
 } // namespace
 

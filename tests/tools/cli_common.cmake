@@ -22,3 +22,11 @@ function(dms_test_model var)
   endif()
   set(${var} "${model}" PARENT_SCOPE)
 endfunction()
+
+# run_dms_streams(out err rc ARGS...): runs dms with ARGS; stdout, stderr and the exit code.
+function(run_dms_streams out_var err_var rc_var)
+  execute_process(COMMAND ${DMS} ${ARGN} OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+  set(${out_var} "${out}" PARENT_SCOPE)
+  set(${err_var} "${err}" PARENT_SCOPE)
+  set(${rc_var} "${rc}" PARENT_SCOPE)
+endfunction()
