@@ -4,6 +4,7 @@
 // the steering point, sweeps over every layer) and survive a save/load round trip.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "dms/model/generate.hpp"
 #include "dms/model/llama.hpp"
 #include "dms/steer/calibrate.hpp"
+#include "dms/steer/probe_data.hpp"
 #include "greedy_passage.hpp"
 #include "model/tiny_model.hpp"
 #include "support/scratch_dir.hpp"
@@ -154,6 +156,43 @@ TEST_CASE("calibrate: finds the recited passages and builds a consistent bundle"
   CHECK(loaded.probe_at() == b.probe_at());
   const auto policy = dms::make_dms_policy(loaded);
   CHECK_NOTHROW(policy.validate(m.n_layers(), m.n_embd()));
+
+  // The probe's training rows as .npz: refitting on them gives the bundle's probe back.
+  dms::write_probe_data(f.dir / "probe.npz", out);
+  const auto data = dms::read_probe_data(f.dir / "probe.npz");
+  REQUIRE(data.n_rows == static_cast<std::int64_t>(out.labels.size()));
+  CHECK(data.n_features == f.config.n_embd);
+  CHECK(data.y == out.labels);
+  CHECK(std::count(data.heldout.begin(), data.heldout.end(), 1) > 0);
+  CHECK(std::count(data.heldout.begin(), data.heldout.end(), 0) > 0);
+  CHECK(data.part(true).n_rows + data.part(false).n_rows == data.n_rows);
+  const auto refit = dms::fit_logistic(data.matrix(), data.y, tiny_options().probe).probe;
+  CHECK(std::vector<float>(refit.weight().begin(), refit.weight().end()) ==
+        std::vector<float>(b.probe.weight().begin(), b.probe.weight().end()));
+  CHECK(refit.bias() == b.probe.bias());
+}
+
+TEST_CASE("probe data: a malformed archive names the file and what is wrong", "[steer][calibrate]") {
+  const fs::path dir = dms::test::scratch_dir("dms-calibrate", "probe-data");
+  const std::vector<float> x(6, 0.5f), y{0, 1, 2}, h{0, 0, 1}, short_y{0, 1};
+  dms::npz_writer bad_label;
+  bad_label.add("x", x, {3, 2});
+  bad_label.add("y", y, {3});
+  bad_label.add("heldout", h, {3});
+  bad_label.write(dir / "label.npz");
+  CHECK_THROWS_WITH(dms::read_probe_data(dir / "label.npz"),
+                    Catch::Contains("label.npz") && Catch::Contains("y[2] is 2"));
+  dms::npz_writer bad_shape;
+  bad_shape.add("x", x, {3, 2});
+  bad_shape.add("y", short_y, {2});
+  bad_shape.add("heldout", h, {3});
+  bad_shape.write(dir / "shape.npz");
+  CHECK_THROWS_WITH(dms::read_probe_data(dir / "shape.npz"), Catch::Contains("shape.npz") && Catch::Contains("x [n, d]"));
+  dms::npz_writer missing;
+  missing.add("x", x, {3, 2});
+  missing.write(dir / "missing.npz");
+  CHECK_THROWS_WITH(dms::read_probe_data(dir / "missing.npz"), Catch::Contains("no array named 'y'"));
+  fs::remove_all(dir);
 }
 
 TEST_CASE("calibrate: errors name what is missing", "[steer][calibrate]") {

@@ -21,9 +21,11 @@ file(MAKE_DIRECTORY ${WORK_DIR})
 set(bundle ${WORK_DIR}/smollm2.dms)
 set(common --threads 2)
 
-run_dms_streams(out err rc steer calibrate -m ${model} -o ${bundle} --no-diversity --pairs 4 ${common} -q)
+run_dms_streams(out err rc steer calibrate -m ${model} -o ${bundle} --no-diversity --pairs 4
+                --probe-data ${WORK_DIR}/probe.npz ${common} -q)
 expect("rc EQUAL 0" "calibrate exited ${rc}: ${err}")
 expect("EXISTS \"${bundle}\"" "no bundle written")
+expect("EXISTS \"${WORK_DIR}/probe.npz\"" "no probe data written")
 expect("out MATCHES \"labels: [0-9]+ of [0-9]+ candidate passages recited\"" "calibrate summary: ${out}")
 string(REGEX MATCH "held-out AUC ([0-9.]+)" _ "${out}")
 expect("CMAKE_MATCH_1 GREATER 0.8" "probe AUC ${CMAKE_MATCH_1}: ${out}")

@@ -37,6 +37,7 @@
 #include <dms/steer/constant_policy.hpp>
 #include <dms/steer/evaluation.hpp>
 #include <dms/steer/policy_hooks.hpp>
+#include <dms/steer/probe_data.hpp>
 #include <dms/steer/report.hpp>
 #include <dms/steer/vector_io.hpp>
 #include <dms/tokenizer/chat_template.hpp>
@@ -199,6 +200,8 @@ inline command_spec steer_calibrate_command() {
       .option({"threads", 't', "N", "CPU threads; 0 = all cores", "0"})
       .option({"parallel", 0, "N", "sequences per forward", "8"})
       .option({"ctx", 'c', "N", "context size per sequence", "256"})
+      .option({"probe-data", 0, "PATH", "also write the probe's training rows as .npz (x: activations at the probe "
+               "point, y: labels, heldout: the sweep's split), to fit other probes on the same data", ""})
       .option({"quiet", 'q', "", "no progress bars", ""})
       .epilog("Example:\n  dms steer calibrate -m SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2.dms");
 }
@@ -245,6 +248,7 @@ inline int run_steer_calibrate(const parsed_args &a) {
   b.extras["model_path"] = fs::absolute(model_path).string();
   b.calibration.settings["data"] = a.get("data");
   save_bundle(out, b);
+  if (!a.get("probe-data").empty()) write_probe_data(a.get("probe-data"), r);
 
   std::size_t by_extraction = 0;
   for (const auto &l : r.extraction) by_extraction += l.memorized;

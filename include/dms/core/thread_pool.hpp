@@ -225,6 +225,13 @@ private:
       detail::spin_until([&] { return posted_.load(std::memory_order_acquire) != seen || stopping_.load(); },
                          spin_duration);
       lk.lock();
+      if (!stop_ && job_ == nullptr && generation_ != seen) {
+        // A job came and went while we spun (the caller ran all its chunks): note it and spin for
+        // the next one. Sleeping here would make every following job pay a futex wake-up and
+        // find its worker late, so a decode step would run mostly on the caller alone.
+        seen = generation_;
+        continue;
+      }
       work_cv_.wait(lk, [&] { return stop_ || (job_ != nullptr && generation_ != seen); });
       if (stop_) return;
       seen = generation_;

@@ -88,6 +88,10 @@ struct calibration_outcome {
   std::vector<int> labels;                    //!< per example: passages first, then generalization prompts
   patching_result patching;
   std::int32_t n_patching_pairs = 0;          //!< usable (non-degenerate) pairs
+  //! Every layer at probe_site, one row per example (the rows `labels` labels): what the sweep and
+  //! the probe were fitted on, for fitting other probes on the same data.
+  activation_dataset activations;
+  std::vector<std::uint8_t> sweep_heldout;    //!< per example: 1 = scored the sweep, 0 = fitted it
 };
 
 namespace detail {
@@ -179,7 +183,7 @@ calibration_outcome calibrate(Backend &model, const Tokenizer &tok, std::span<co
   collect_options copt;
   copt.positions = position_selector::last_token();
   copt.report = report;
-  const activation_dataset acts = collect_activations(model, std::span<const std::vector<token_id>>(examples), points, copt);
+  activation_dataset acts = collect_activations(model, std::span<const std::vector<token_id>>(examples), points, copt);
 
   // 3. Probe sweep on a stratified part of the training rows.
   const auto mask = stratified_split(out.labels, options.sweep_heldout_fraction, options.seed);
@@ -318,6 +322,8 @@ calibration_outcome calibrate(Backend &model, const Tokenizer &tok, std::span<co
   out.bundle.calibration.finished_at = utc_timestamp();
   out.bundle.calibration.wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  out.activations = std::move(acts);
+  out.sweep_heldout = mask;
   return out;
 }
 
