@@ -126,6 +126,31 @@ TEST_CASE("fit_logistic: noisy data, Newton and L-BFGS reach the same optimum", 
   CHECK(a < b);
 }
 
+TEST_CASE("fit_logistic: fewer rows than features (the n x n Newton system) reaches the L-BFGS optimum",
+          "[steer][probe]") {
+  // The shape of a probe on a wide model: a few hundred rows of many features, classes imbalanced
+  // and (in the second case) separable, so that the curvature of many rows nearly vanishes.
+  for (const double shift : {0.15, 0.6}) {
+    const auto train = make_data(120, 300, shift, 1.0, 11, /*p1=*/0.25);
+    const dms::logistic_options opt{.C = 1.0, .class_weight = dms::class_weight_mode::balanced};
+    auto newton_opt = opt, lbfgs_opt = opt;
+    newton_opt.solver = dms::logistic_solver::newton;
+    lbfgs_opt.solver = dms::logistic_solver::lbfgs;
+    const auto newton = dms::fit_logistic(train.view(), train.y, newton_opt);
+    const auto lbfgs = dms::fit_logistic(train.view(), train.y, lbfgs_opt);
+    INFO("shift " << shift << ": newton " << newton.report.iterations << " iterations, gradient "
+                  << newton.report.gradient_max << "; lbfgs " << lbfgs.report.iterations);
+    REQUIRE(newton.report.converged);
+    REQUIRE(lbfgs.report.converged);
+    CHECK(newton.report.iterations < 30);
+    CHECK(kkt_residual(newton.probe, train, 1.0, true) < 1e-6);
+    CHECK(cosine(newton.probe.weight(), lbfgs.probe.weight()) > 0.999999);
+    CHECK(newton.probe.bias() == Approx(lbfgs.probe.bias()).margin(1e-4));
+    // The automatic choice for this shape is Newton.
+    CHECK(dms::fit_logistic(train.view(), train.y, opt).report.solver == dms::logistic_solver::newton);
+  }
+}
+
 TEST_CASE("fit_logistic: balanced class weights shift the decision towards the rare class", "[steer][probe]") {
   const auto train = make_data(1000, 6, 0.6, 1.0, 5, /*p1=*/0.1);
   const auto plain = dms::fit_logistic(train.view(), train.y);
