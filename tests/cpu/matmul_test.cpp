@@ -202,6 +202,41 @@ TEST_CASE("matmul: grouping of tokens, strides and misaligned weights do not cha
   });
 }
 
+TEST_CASE("matmul_group equals one matmul per target, bit for bit", "[cpu][matmul]") {
+  // Q, K, V-like shapes (a chunk spans two targets), mixed activation kinds (the group falls back
+  // to one call per target), decode and prefill token counts, several pool sizes.
+  dms::cpu::matmul_workspace ws;
+  dms::thread_pool pool3(3);
+  dms::test::for_each_level([&](isa_level level) {
+    const std::vector<std::vector<ggml_type>> groups = {
+        {ggml_type::q4_1, ggml_type::q4_1, ggml_type::q4_1}, {ggml_type::q8_0, ggml_type::q4_0},
+        {ggml_type::q4_k, ggml_type::q6_k}, {ggml_type::q4_1, ggml_type::q8_0}, {ggml_type::f16, ggml_type::q4_0}};
+    const std::int64_t cols = 256, row_counts[] = {37, 21, 21};
+    for (const auto &types : groups)
+      for (const std::int64_t n_tokens : {1, 3, 8, 9})
+        for (dms::thread_pool *pool : {static_cast<dms::thread_pool *>(nullptr), &pool3}) {
+          std::vector<weights> ws_in;
+          std::vector<std::vector<float>> grouped, single;
+          std::vector<dms::cpu::weight_matrix> views;
+          for (std::size_t i = 0; i < types.size(); ++i) {
+            ws_in.push_back(make_weights(types[i], row_counts[i], cols, 40u + static_cast<std::uint32_t>(i)));
+            grouped.emplace_back(static_cast<std::size_t>(n_tokens * row_counts[i]), -1.0f);
+            single.emplace_back(grouped.back().size(), -2.0f);
+          }
+          for (const auto &w : ws_in) views.push_back(w.view());
+          std::vector<dms::cpu::matmul_target> targets;
+          for (std::size_t i = 0; i < types.size(); ++i) targets.push_back({&views[i], grouped[i].data(), row_counts[i]});
+          const auto x = dms::test::random_floats(static_cast<std::size_t>(n_tokens * cols), 5u);
+          dms::cpu::matmul_group(targets, x.data(), cols, n_tokens, ws, pool);
+          for (std::size_t i = 0; i < types.size(); ++i)
+            dms::cpu::matmul(views[i], x.data(), cols, n_tokens, single[i].data(), row_counts[i], ws, pool);
+          INFO("level " << dms::cpu::name_of(level) << ", first type " << dms::traits_of(types[0]).name << ", "
+                        << n_tokens << " tokens, pool " << (pool ? 3 : 0));
+          for (std::size_t i = 0; i < types.size(); ++i) CHECK(same_bits(grouped[i], single[i]));
+        }
+  });
+}
+
 TEST_CASE("matmul: the workspace stops growing after the first call", "[cpu][matmul]") {
   dms::thread_pool two(2);
   dms::cpu::matmul_workspace ws;

@@ -266,9 +266,8 @@ matrix_view<const float> llama_model::forward(const token_batch &batch, H &hooks
 
     // Attention.
     for (std::int64_t t = 0; t < n; ++t) rms_norm(x + t * E, L.attn_norm, E, hp_.rms_eps, h + t * E);
-    matmul(L.wq, h, E, n, q, Q);
-    matmul(L.wk, h, E, n, k, KV);
-    matmul(L.wv, h, E, n, v, KV);
+    const cpu::matmul_target qkv[] = {{&L.wq, q, Q}, {&L.wk, k, KV}, {&L.wv, v, KV}};
+    cpu::matmul_group(qkv, h, E, n, ws_, pool_.get());
     if (L.bq) {
       add_bias_rows(q, Q, n, L.bq, Q);
       add_bias_rows(k, KV, n, L.bk, KV);
@@ -292,8 +291,8 @@ matrix_view<const float> llama_model::forward(const token_batch &batch, H &hooks
 
     // MLP.
     for (std::int64_t t = 0; t < n; ++t) rms_norm(x + t * E, L.ffn_norm, E, hp_.rms_eps, h + t * E);
-    matmul(L.w_gate, h, E, n, gate, F);
-    matmul(L.w_up, h, E, n, up, F);
+    const cpu::matmul_target gate_up[] = {{&L.w_gate, gate, F}, {&L.w_up, up, F}};
+    cpu::matmul_group(gate_up, h, E, n, ws_, pool_.get());
     swiglu(gate, up, n * F);
     matmul(L.w_down, gate, F, n, a, E);
     hook(hooks, {l, site::mlp_out}, a, n, E, slots);

@@ -231,6 +231,12 @@ template <class F> void for_chunks(thread_pool *pool, std::size_t n, std::size_t
 // tokens tiles meet a chunk of weights while it sits in L1/L2. Dense tiles: as many rows as fit in
 // 64 KiB of f32 (the tile is re-read by every token tile), at most 32.
 inline constexpr std::size_t decode_chunk_rows = 16;
+//! Decode chunks: at least 16 rows, and about 8 chunks per thread for a large matrix (the output
+//! projection has 49152 rows: 16-row chunks would be 3072 trips through the pool's counter).
+inline std::size_t decode_grain(std::size_t rows, const thread_pool *pool) noexcept {
+  const std::size_t threads = pool != nullptr ? pool->size() : 1;
+  return std::max(decode_chunk_rows, (rows / (8 * threads) + 15) / 16 * 16);
+}
 inline constexpr std::size_t prefill_chunk_rows = 64;
 inline constexpr std::size_t dense_tile_bytes = 64 * 1024;
 //! From this many tokens on, the AVX2 level dequantizes 16-row panels and runs f32 outer products
@@ -310,7 +316,7 @@ inline void matmul(const weight_matrix &w, const float *x, std::int64_t ldx, std
       for (std::size_t t = t0; t < t1; ++t) k->quantize(x + t * sx, cols, act + t * act_row);
     });
     const std::size_t nb = cols / traits_of(w.type).block_size;
-    const std::size_t grain = nt <= 8 ? detail::decode_chunk_rows : detail::prefill_chunk_rows;
+    const std::size_t grain = nt <= 8 ? detail::decode_grain(rows, pool) : detail::prefill_chunk_rows;
     detail::for_chunks(pool, rows, grain, [&](std::size_t r0, std::size_t r1) {
       float out[tile_t];
       for (std::size_t t0 = 0; t0 < nt; t0 += tile_t) {
@@ -353,6 +359,77 @@ inline void matmul(const weight_matrix &w, const float *x, std::int64_t ldx, std
     detail::dequantize_at(level, w.type, w.data + r0 * row_bytes, tile, (r1 - r0) * cols);
     tile_products(tile, r0, r1);
     ws.release_tile(s);
+  });
+}
+
+//! One product of a matmul_group: y (stride ldy) = W x.
+struct matmul_target {
+  const weight_matrix *w;
+  float *y;
+  std::int64_t ldy;
+};
+
+//! Several matmuls of the same activations, e.g. a layer's Q, K and V projections or its gate
+//! and up projections: y_i = W_i x for every target, with exactly matmul's results. When every
+//! weight takes the fused integer path with the same activation blocks and the step is a decode
+//! (at most 8 tokens), x is quantized once and all output rows are split over `pool` as one job:
+//! a decode step then waits for the pool once per group instead of once per matrix, and chunks
+//! are sized to the pool (about 8 per thread) rather than to each matrix. Otherwise each target
+//! is a matmul call. Errors as matmul, for the first bad target.
+inline void matmul_group(std::span<const matmul_target> targets, const float *x, std::int64_t ldx,
+                         std::int64_t n_tokens, matmul_workspace &ws, thread_pool *pool = nullptr) {
+  constexpr std::size_t max_targets = 8;
+  struct part {
+    std::size_t first_row, rows, row_bytes, blocks;
+    const detail::fused_kernels *k;
+  };
+  part parts[max_targets];
+  const isa_level level = active_isa_level();
+  bool grouped = !targets.empty() && targets.size() <= max_targets && n_tokens >= 1 && n_tokens <= 8 &&
+                 x != nullptr && ws.precision() == matmul_precision::fast;
+  std::size_t total_rows = 0;
+  for (std::size_t i = 0; grouped && i < targets.size(); ++i) {
+    const matmul_target &t = targets[i];
+    const detail::fused_kernels *k = detail::select_fused(t.w->type, level);
+    grouped = k != nullptr && k->act == (i == 0 ? k->act : parts[0].k->act) && t.w->cols == targets[0].w->cols &&
+              t.y != nullptr && (n_tokens == 1 || (ldx >= t.w->cols && t.ldy >= t.w->rows));
+    if (!grouped) break;
+    const auto rows = static_cast<std::size_t>(t.w->rows);
+    parts[i] = {total_rows, rows, detail::checked_row_bytes(*t.w, "matmul_group"),
+                static_cast<std::size_t>(t.w->cols) / traits_of(t.w->type).block_size, k};
+    total_rows += rows;
+  }
+  if (!grouped || total_rows == 0) {
+    for (const matmul_target &t : targets) matmul(*t.w, x, ldx, n_tokens, t.y, t.ldy, ws, pool);
+    return;
+  }
+  const auto cols = static_cast<std::size_t>(targets[0].w->cols), nt = static_cast<std::size_t>(n_tokens);
+  const detail::act_kind act_type = parts[0].k->act;
+  const std::size_t act_row = cols / detail::act_block_elems(act_type) * detail::act_block_bytes(act_type);
+  std::byte *act = ws.activations(nt * act_row);
+  for (std::size_t t = 0; t < nt; ++t) parts[0].k->quantize(x + t * static_cast<std::size_t>(ldx), cols, act + t * act_row);
+  const std::size_t grain = detail::decode_grain(total_rows, pool);
+  constexpr std::size_t tile_t = detail::max_tile_tokens;
+  detail::for_chunks(pool, total_rows, grain, [&](std::size_t r0, std::size_t r1) {
+    float out[detail::max_tile_tokens];
+    std::size_t i = 0;
+    while (parts[i].first_row + parts[i].rows <= r0) ++i;
+    for (std::size_t r = r0; r < r1; ++i) { // the rows of target i in [r0, r1), then the next target's
+      const part &p = parts[i];
+      const matmul_target &t = targets[i];
+      const std::size_t begin = r - p.first_row, end = std::min(r1 - p.first_row, p.rows);
+      const auto sy = static_cast<std::size_t>(t.ldy);
+      for (std::size_t t0 = 0; t0 < nt; t0 += tile_t) {
+        const std::size_t m = std::min(tile_t, nt - t0);
+        const detail::vec_dot_fn dot = p.k->dot[m - 1];
+        const std::byte *xq = act + t0 * act_row;
+        for (std::size_t row = begin; row < end; ++row) {
+          dot(t.w->data + row * p.row_bytes, xq, act_row, p.blocks, out);
+          for (std::size_t q = 0; q < m; ++q) t.y[(t0 + q) * sy + row] = out[q];
+        }
+      }
+      r = p.first_row + end;
+    }
   });
 }
 
