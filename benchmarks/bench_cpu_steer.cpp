@@ -5,7 +5,11 @@
 //                                         unsteered (sequence 0) and steered (sequence 1) steps
 //                                         alternate, so both see the same machine load and the
 //                                         same context lengths; overhead_pct = median steered
-//                                         step / median unsteered step - 1
+//                                         step / median unsteered step - 1 (noisy on a shared
+//                                         machine), in_policy_pct = time spent inside the
+//                                         policy's hook calls / steered step time (its direct
+//                                         cost); policy 4 is one read-only hook (the sum of a
+//                                         row at the probe point), as bench_cpu_forward's
 //   BM_probe_fit                          fitting the logistic probe as `dms steer calibrate` does
 //                                         (standardized, C = 1, balanced classes) on the training
 //                                         rows of $DMS_PROBE_DATA (`calibrate --probe-data`);
@@ -37,25 +41,15 @@
 #include "dms/steer/dms_policy.hpp"
 #include "dms/steer/policy_hooks.hpp"
 #include "dms/steer/probe_data.hpp"
+#include "real_model.hpp"
 
 namespace {
 
-std::string model_file() {
-  if (const char *env = std::getenv("DMS_MODEL")) return env;
-  const char *cache = std::getenv("DMS_CACHE");
-  const char *home = std::getenv("HOME");
-  const std::filesystem::path dir = cache ? cache : std::string(home ? home : "/root") + "/.cache/dms";
-  return (dir / "SmolLM2-135M-Instruct.Q4_1.gguf").string();
-}
+using dms::bench::read_one_hook;
+using dms::bench::tokens;
 
-dms::llama_model &model_for(int threads) {
-  static std::unique_ptr<dms::llama_model> models[9];
-  auto &m = models[threads];
-  if (!m)
-    m = std::make_unique<dms::llama_model>(
-        dms::llama_model::load(model_file(), {.n_ctx = 1024, .n_seq_max = 2, .n_threads = threads}));
-  return *m;
-}
+//! Two sequences: BM_decode_paired alternates an unsteered and a steered one.
+dms::llama_model &model_for(int threads) { return dms::bench::model_for(threads, 2); }
 
 //! The bundle of $DMS_BUNDLE, or random values at SmolLM2's calibrated points.
 const dms::steering_bundle &bundle() {
@@ -80,23 +74,22 @@ const dms::steering_bundle &bundle() {
   return b;
 }
 
-std::vector<dms::token_id> tokens(std::size_t n, std::int64_t n_vocab, std::uint64_t x = 0x9E3779B97F4A7C15ull) {
-  std::vector<dms::token_id> ids(n);
-  for (auto &id : ids) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    id = static_cast<dms::token_id>(x % static_cast<std::uint64_t>(n_vocab));
-  }
-  return ids;
-}
-
-bool missing(benchmark::State &state) {
-  if (std::filesystem::exists(model_file())) return false;
-  state.SkipWithError(("no model at " + model_file() + " (scripts/fetch-model, or set DMS_MODEL)").c_str());
-  return true;
-}
+bool missing(benchmark::State &state) { return dms::bench::model_missing(state); }
 
 //! Runs `fn(hooks)` with the hooks of policy `kind` (1 constant, 2 dms, 3 conditional) at the
 //! bundle's alpha, or with no hooks (0). The hooks keep state for two sequences.
+//! Forwards to `inner`, adding the time spent in its calls to `seconds`.
+template <class H> struct timed_hooks {
+  H &inner;
+  double seconds = 0;
+  bool wants(dms::hook_point p) const { return inner.wants(p); }
+  void operator()(dms::activation_block &b) {
+    const auto t0 = std::chrono::steady_clock::now();
+    inner(b);
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+};
+
 template <class Fn> void with_policy(std::int64_t kind, Fn &&fn) {
   const auto &b = bundle();
   const float alpha = b.steering.alpha;
@@ -115,6 +108,12 @@ template <class Fn> void with_policy(std::int64_t kind, Fn &&fn) {
     run(dms::conditional_policy(c.at, c.vector, c.threshold, c.compare, b.steering.vector, alpha, c.mode));
     break;
   }
+  case 4: {
+    read_one_hook hook{b.probe_at()};
+    fn(hook);
+    benchmark::DoNotOptimize(hook.sink);
+    break;
+  }
   default: {
     dms::no_hooks none;
     fn(none);
@@ -124,10 +123,7 @@ template <class Fn> void with_policy(std::int64_t kind, Fn &&fn) {
 
 template <class Hooks>
 void prefill(dms::llama_model &m, std::int32_t seq, const std::vector<dms::token_id> &ids, Hooks &hooks) {
-  std::vector<dms::token_slot> slots(ids.size());
-  for (std::size_t i = 0; i < ids.size(); ++i) slots[i] = {seq, static_cast<std::int32_t>(i), i + 1 == ids.size()};
-  m.clear(seq);
-  m.forward(dms::token_batch{ids, slots}, hooks);
+  dms::bench::run_prompt(m, seq, ids, hooks);
 }
 
 constexpr std::int32_t prompt_len = 64, max_decoded = 448; // as bench_cpu_forward's decode
@@ -165,7 +161,9 @@ void BM_decode_paired(benchmark::State &state) {
   auto &m = model_for(static_cast<int>(state.range(1)));
   const auto prompt = tokens(prompt_len, m.n_vocab()), next = tokens(512, m.n_vocab(), 7);
   std::vector<double> plain, steered;
-  with_policy(state.range(0), [&](auto &hooks) {
+  double in_policy = 0, steered_total = 0;
+  with_policy(state.range(0), [&](auto &policy_hooks) {
+    timed_hooks<std::remove_reference_t<decltype(policy_hooks)>> hooks{policy_hooks};
     dms::no_hooks none;
     prefill(m, 0, prompt, none);
     prefill(m, 1, prompt, hooks);
@@ -174,9 +172,15 @@ void BM_decode_paired(benchmark::State &state) {
     using clock = std::chrono::steady_clock;
     auto step = [&](std::int32_t seq, auto &h, dms::token_id id, std::int32_t at) {
       const dms::token_slot slot{seq, at, true};
+      const double hooked = hooks.seconds;
       const auto t0 = clock::now();
       benchmark::DoNotOptimize(m.forward(dms::token_batch{{&id, 1}, {&slot, 1}}, h).data);
-      return std::chrono::duration<double>(clock::now() - t0).count();
+      const double t = std::chrono::duration<double>(clock::now() - t0).count();
+      if (seq == 1) {
+        in_policy += hooks.seconds - hooked; // decode steps only, not the prefills
+        steered_total += t;
+      }
+      return t;
     };
     for (auto _ : state) {
       if (pos >= prompt_len + max_decoded) {
@@ -199,6 +203,7 @@ void BM_decode_paired(benchmark::State &state) {
     }
   });
   if (plain.empty()) return;
+  state.counters["in_policy_pct"] = 100.0 * in_policy / steered_total;
   const double p = median(plain), s = median(steered);
   state.counters["plain_ms"] = 1e3 * p;
   state.counters["steered_ms"] = 1e3 * s;
@@ -246,7 +251,7 @@ void BM_probe_fit(benchmark::State &state) {
 } // namespace
 
 BENCHMARK(BM_decode_policy)->ArgsProduct({{0, 1, 2, 3}, {1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_decode_paired)->ArgsProduct({{1, 2, 3}, {1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_decode_paired)->ArgsProduct({{1, 2, 3, 4}, {1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_probe_fit)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

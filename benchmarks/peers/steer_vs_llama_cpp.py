@@ -136,24 +136,34 @@ def main():
     run([a.dms, "steer", "export-cvec", "-b", bundle, "-o", cvec, "--scale", str(alpha)])
 
     names = {0: "none", 1: "constant", 2: "dms", 3: "conditional"}
+    in_policy = {}
     print("| threads | dms: none | constant | DMS | conditional | DMS overhead (paired steps) "
           "| llama.cpp: none | control vector | dms none / llama.cpp none | dms DMS / llama.cpp cvec |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for threads in (1, 2):
         best = {k: 0.0 for k in names.values()}
         paired, lp, lc = [], 0.0, 0.0
+        inside = {k: [] for k in (1, 2, 3, 4)}
         for _ in range(a.repeats):
             r = bench(a.bench, a.model, bundle, probe, f"BM_decode_(policy|paired)/[0-9]/{threads}/", 2)
             for k, name in names.items():
                 best[name] = max(best[name], r[f"BM_decode_policy/{k}/{threads}/real_time"]["tokens/s"])
             paired.append(r[f"BM_decode_paired/2/{threads}/real_time"]["overhead_pct"])
+            for k in (1, 2, 3, 4):
+                inside[k].append(r[f"BM_decode_paired/{k}/{threads}/real_time"]["in_policy_pct"])
             p, c = llama_cpp_decode(a.model, threads, cvec)
             lp, lc = max(lp, p), max(lc, c)
         print(f"| {threads} | {best['none']:.1f} | {best['constant']:.1f} | {best['dms']:.1f} | "
               f"{best['conditional']:.1f} | {', '.join(f'{x:+.2f}%' for x in paired)} | {lp:.1f} | {lc:.1f} | "
               f"{best['none'] / lp:.2f}x | {best['dms'] / lc:.2f}x |")
-    print(f"\nDMS overhead from the best throughputs: 1 - DMS / none (per thread count above); "
-          f"the paired figures are the medians of alternating steps in each repeat.\n")
+        in_policy[threads] = inside
+    print("\nDMS overhead (paired steps): median steered step / median unsteered step - 1, alternating steps, "
+          "per repeat.\n")
+    print("| threads | time inside the hooks, % of a decode step: constant | DMS | conditional | one read-only hook |")
+    print("|---|---|---|---|---|")
+    for threads, inside in in_policy.items():
+        print(f"| {threads} | " + " | ".join(f"{max(inside[k]):.4f}%" for k in (1, 2, 3, 4)) + " |")
+    print("(largest of the repeats)\n")
 
     r = bench(a.bench, a.model, bundle, probe, "BM_probe_fit", 1)["BM_probe_fit"]
     dms_s = r["real_time"] / 1e3  # ms -> s

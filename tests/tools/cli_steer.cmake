@@ -11,6 +11,9 @@ run_dms_streams(out err rc steer frobnicate)
 expect("rc EQUAL 2 AND err MATCHES \"unknown command 'dms steer frobnicate'\"" "unknown subcommand: ${err}")
 run_dms_streams(out err rc steer generate --bundle ${WORK_DIR}/missing.dms --prompt x)
 expect("NOT rc EQUAL 0 AND err MATCHES \"missing.dms\"" "missing bundle: ${err}")
+# Optional flags stay optional: without --probe-data calibrate gets as far as opening the model.
+run_dms_streams(out err rc steer calibrate -m ${WORK_DIR}/missing.gguf -o ${WORK_DIR}/x.dms)
+expect("rc EQUAL 1 AND err MATCHES \"missing.gguf\"" "calibrate without --probe-data: ${err}")
 
 dms_test_model(model)
 if(NOT model)

@@ -248,7 +248,7 @@ inline int run_steer_calibrate(const parsed_args &a) {
   b.extras["model_path"] = fs::absolute(model_path).string();
   b.calibration.settings["data"] = a.get("data");
   save_bundle(out, b);
-  if (!a.get("probe-data").empty()) write_probe_data(a.get("probe-data"), r);
+  if (const auto rows = a.find("probe-data")) write_probe_data(*rows, r);
 
   std::size_t by_extraction = 0;
   for (const auto &l : r.extraction) by_extraction += l.memorized;
