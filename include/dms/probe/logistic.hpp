@@ -276,7 +276,7 @@ DMS_ALWAYS_INLINE void gram_upper_body(const float *z, std::size_t n, std::size_
 //! rows with 8 multiply-adds per element loaded and stored (no dot products, whose horizontal
 //! sums would dominate at a few hundred rows; one row at a time would be bound by the cache).
 DMS_ALWAYS_INLINE bool cholesky_factor_raw_body(double *h, std::size_t D) noexcept {
-  constexpr std::size_t B = 8, W = 8; // panel rows (spelled out in `update`), elements per inner block
+  constexpr std::size_t B = 8, W = 8; // panel rows (spelled out in `updated`), elements per inner block
   for (std::size_t k0 = 0; k0 < D; k0 += B) {
     const std::size_t k1 = std::min(D, k0 + B);
     for (std::size_t k = k0; k < k1; ++k) { // the panel: rows k0..k1-1, updated by the ones above
