@@ -2,7 +2,7 @@
 scikit-learn, on SmolLM2-135M-Instruct, in one run.
 
     steer_vs_llama_cpp.py --dms DMS_CLI --bench DMS_BENCH_CPU_STEER [--model M.gguf] [--work DIR]
-                          [--threads 2] [--repeats 2] [--reuse]
+                          [--threads 2] [--repeats 2] [--reuse] [--probe-only]
 
 1. Calibration: `dms steer calibrate` on the model (no diversity labels, as scripts/demo), timed;
    it also writes the probe's training rows (--probe-data).
@@ -16,7 +16,7 @@ scikit-learn, on SmolLM2-135M-Instruct, in one run.
    StandardScaler + LogisticRegression(lbfgs, C = 1, class_weight = balanced, its default tol
    1e-4), both timed on the training rows, both scored on the sweep's held-out rows.
 Prints markdown tables for BENCHMARKS.md. --reuse keeps an existing bundle in --work (no
-calibration timing). Run it on an otherwise idle machine.
+calibration timing); --probe-only runs step 3 alone. Run it on an otherwise idle machine.
 """
 import argparse
 import ctypes
@@ -119,6 +119,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="threads of the calibration")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--reuse", action="store_true", help="keep an existing bundle and probe data in --work")
+    ap.add_argument("--probe-only", action="store_true", help="only the probe fit against scikit-learn")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     import llama_cpp
@@ -131,6 +132,12 @@ def main():
         bundle, probe, wall, out = calibrate(a.dms, a.model, a.work, a.threads)
         print(f"calibration ({a.threads} threads, no diversity labels): {wall:.1f} s wall\n")
         print("\n".join("    " + line for line in out.strip().splitlines()) + "\n")
+    if not a.probe_only:
+        decode_tables(a, bundle, probe)
+    probe_table(a, bundle, probe)
+
+
+def decode_tables(a, bundle, probe):
     alpha = bundle_alpha(bundle)
     cvec = os.path.join(a.work, "cvec.gguf")
     run([a.dms, "steer", "export-cvec", "-b", bundle, "-o", cvec, "--scale", str(alpha)])
@@ -165,6 +172,8 @@ def main():
         print(f"| {threads} | " + " | ".join(f"{max(inside[k]):.4f}%" for k in (1, 2, 3, 4)) + " |")
     print("(largest of the repeats)\n")
 
+
+def probe_table(a, bundle, probe):
     r = bench(a.bench, a.model, bundle, probe, "BM_probe_fit", 1)["BM_probe_fit"]
     dms_s = r["real_time"] / 1e3  # ms -> s
     sk = sklearn_fit(probe, max(3, a.repeats))

@@ -353,3 +353,95 @@ TEST_CASE("peer: logistic probe agrees with scikit-learn", "[.peer][steer][probe
   }
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("probe solver kernels: every compiled ISA variant agrees with the portable one", "[steer][probe]") {
+  namespace d = dms::detail;
+  const std::size_t n = 37, w = 53, ld = 48; // odd sizes: partial tiles, vector remainders
+  std::vector<double> z(n * w), a(n), b(n);
+  std::uint64_t x = 42;
+  auto next = [&] {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    return static_cast<double>(x % 20001) / 10000.0 - 1.0;
+  };
+  for (auto &v : z) v = next();
+  for (std::size_t i = 0; i < n; ++i) a[i] = next(), b[i] = next();
+  // Gram: the portable tiles against a plain triple loop.
+  std::vector<double> g(n * n), ref(n * n, 0.0);
+  d::gram_tiles<d::simd<double, 2>, 2, 2>(z.data(), n, w, g.data());
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = 0; j < n; ++j)
+      for (std::size_t k = 0; k < w; ++k) ref[i * n + j] += z[i * w + k] * z[j * w + k];
+  for (std::size_t i = 0; i < n * n; ++i) REQUIRE(g[i] == Approx(ref[i]).epsilon(1e-12).margin(1e-12));
+  // An SPD matrix (G + I), its factor in float and double, checked by U^T U = H.
+  std::vector<double> h(n * n);
+  for (std::size_t i = 0; i < n * n; ++i) h[i] = ref[i] + (i % (n + 1) == 0 ? 1.0 : 0.0);
+  auto check_factor = [&](const auto &u, std::size_t stride, double tol) {
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t j = i; j < n; ++j) {
+        double s = 0;
+        for (std::size_t k = 0; k <= i; ++k) s += double(u[k * stride + i]) * double(u[k * stride + j]);
+        REQUIRE(s == Approx(h[i * n + j]).epsilon(tol).margin(tol * 10));
+      }
+  };
+  auto padded = [&](auto zero) {
+    std::vector<decltype(zero)> m(n * ld, zero);
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t j = 0; j < n; ++j) m[i * ld + j] = static_cast<decltype(zero)>(h[i * n + j]);
+    return m;
+  };
+  // The substitution solves H y = rhs for two right-hand sides at once.
+  auto check_solve = [&](const auto &u, std::size_t stride, double tol) {
+    std::vector<double> y0 = a, y1 = b;
+    d::cholesky_substitute<2>(u.data(), n, stride, {y0, y1});
+    for (std::size_t i = 0; i < n; ++i) {
+      double s0 = 0, s1 = 0;
+      for (std::size_t j = 0; j < n; ++j) s0 += h[i * n + j] * y0[j], s1 += h[i * n + j] * y1[j];
+      REQUIRE(s0 == Approx(a[i]).margin(tol));
+      REQUIRE(s1 == Approx(b[i]).margin(tol));
+    }
+  };
+  {
+    auto u = padded(0.0);
+    REQUIRE(d::cholesky_panels<d::simd<double, 2>, 8, 2>(u.data(), n, ld));
+    check_factor(u, ld, 1e-12);
+    check_solve(u, ld, 1e-9);
+    auto f = padded(0.0f);
+    REQUIRE(d::cholesky_panels<d::simd<float, 4>, 8, 2>(f.data(), n, ld));
+    check_factor(f, ld, 1e-5);
+    std::vector<double> un(h); // unpadded rows (stride n): the scalar remainder
+    REQUIRE(d::cholesky_factor(un.data(), n, n));
+    check_factor(un, n, 1e-12);
+  }
+  // The dispatched kernels (whatever this CPU runs) against the portable ones.
+  std::vector<double> ga(n), gb(n), ra(n), rb(n);
+  d::rows_dot2_body<d::simd<double, 2>>(z.data(), n, w, z.data(), z.data() + w, ra.data(), rb.data());
+  d::rows_dot2(z.data(), n, w, z.data(), z.data() + w, ga.data(), gb.data());
+  for (std::size_t i = 0; i < n; ++i) {
+    REQUIRE(ga[i] == Approx(ra[i]).epsilon(1e-12).margin(1e-12));
+    REQUIRE(gb[i] == Approx(rb[i]).epsilon(1e-12).margin(1e-12));
+  }
+  std::vector<double> gd(n * n);
+  d::gram(z.data(), n, w, gd.data());
+  for (std::size_t i = 0; i < n * n; ++i) REQUIRE(gd[i] == Approx(ref[i]).epsilon(1e-12).margin(1e-12));
+  auto f = padded(0.0f);
+  REQUIRE(d::cholesky_factor(f.data(), n, ld));
+  check_factor(f, ld, 1e-5);
+#if defined(DMS_X86_DISPATCH)
+  if (d::half_isa_supported(d::half_isa::avx2)) { // the AVX2 variants even on an AVX-512 CPU
+    d::gram_avx2(z.data(), n, w, gd.data());
+    for (std::size_t i = 0; i < n * n; ++i) REQUIRE(gd[i] == Approx(ref[i]).epsilon(1e-12).margin(1e-12));
+    d::rows_dot2_avx2(z.data(), n, w, z.data(), z.data() + w, ga.data(), gb.data());
+    for (std::size_t i = 0; i < n; ++i) REQUIRE(ga[i] == Approx(ra[i]).epsilon(1e-12).margin(1e-12));
+    auto f2 = padded(0.0f);
+    REQUIRE(d::cholesky_avx2(f2.data(), n, ld));
+    check_factor(f2, ld, 1e-5);
+    auto d2 = padded(0.0);
+    REQUIRE(d::cholesky_avx2(d2.data(), n, ld));
+    check_factor(d2, ld, 1e-12);
+  }
+#endif
+  // Not positive definite: reported, not factored.
+  auto bad = padded(0.0);
+  bad[5 * ld + 5] = -1.0;
+  CHECK_FALSE(d::cholesky_factor(bad.data(), n, ld));
+}
