@@ -10,7 +10,7 @@
 //                                         policy's hook calls / steered step time (its direct
 //                                         cost); policy 4 is one read-only hook (the sum of a
 //                                         row at the probe point), as bench_cpu_forward's
-//   BM_probe_fit                          fitting the logistic probe as `dms steer calibrate` does
+//   BM_probe_fit/<threads>                fitting the logistic probe as `dms steer calibrate` does
 //                                         (standardized, C = 1, balanced classes) on the training
 //                                         rows of $DMS_PROBE_DATA (`calibrate --probe-data`);
 //                                         counters: held-out accuracy and AUC, iterations
@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "dms/core/thread_pool.hpp"
 #include "dms/model/llama.hpp"
 #include "dms/probe/logistic.hpp"
 #include "dms/probe/metrics.hpp"
@@ -234,7 +235,9 @@ const dms::probe_data &probe_rows() {
 void BM_probe_fit(benchmark::State &state) {
   const auto &d = probe_rows();
   const auto train = d.part(false), test = d.part(true);
-  const dms::logistic_options opt{.C = 1.0, .class_weight = dms::class_weight_mode::balanced}; // as calibrate
+  dms::logistic_options opt{.C = 1.0, .class_weight = dms::class_weight_mode::balanced}; // as calibrate
+  dms::thread_pool pool(static_cast<std::size_t>(state.range(0)));
+  opt.pool = &pool;
   std::optional<dms::logistic_fit> fit;
   for (auto _ : state) {
     fit.emplace(dms::fit_logistic(train.matrix(), train.y, opt));
@@ -252,6 +255,6 @@ void BM_probe_fit(benchmark::State &state) {
 
 BENCHMARK(BM_decode_policy)->ArgsProduct({{0, 1, 2, 3}, {1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_decode_paired)->ArgsProduct({{1, 2, 3, 4}, {1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_probe_fit)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_probe_fit)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -2,11 +2,14 @@
 // layer sweep; and (hidden, [peer]) agreement with scikit-learn.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "dms/core/thread_pool.hpp"
 #include "dms/formats/npy.hpp"
 #include "dms/probe/layer_sweep.hpp"
 #include "dms/probe/logistic.hpp"
@@ -354,9 +357,22 @@ TEST_CASE("peer: logistic probe agrees with scikit-learn", "[.peer][steer][probe
   std::filesystem::remove_all(dir);
 }
 
+namespace {
+//! Cholesky through panels and a given trailing-update kernel (an ISA variant).
+template <class T, class Trailing> bool factor_with(T *h, std::size_t D, std::size_t ld, Trailing trailing) {
+  namespace d = dms::detail;
+  for (std::size_t k0 = 0; k0 < D; k0 += d::cholesky_panel_rows) {
+    const std::size_t k1 = std::min(D, k0 + d::cholesky_panel_rows);
+    if (!d::cholesky_panel(h, D, ld, k0, k1)) return false;
+    if (k1 < D) trailing(h, ld, k0, k1 - k0, k1, D);
+  }
+  return true;
+}
+} // namespace
+
 TEST_CASE("probe solver kernels: every compiled ISA variant agrees with the portable one", "[steer][probe]") {
   namespace d = dms::detail;
-  const std::size_t n = 37, w = 53, ld = 48; // odd sizes: partial tiles, vector remainders
+  const std::size_t n = 137, w = 53, ld = 144; // odd sizes: partial tiles, vector remainders
   std::vector<double> z(n * w), a(n), b(n);
   std::uint64_t x = 42;
   auto next = [&] {
@@ -365,14 +381,22 @@ TEST_CASE("probe solver kernels: every compiled ISA variant agrees with the port
   };
   for (auto &v : z) v = next();
   for (std::size_t i = 0; i < n; ++i) a[i] = next(), b[i] = next();
-  // Gram: the portable tiles against a plain triple loop.
+  // Gram: the portable tiles against a plain triple loop, then the dispatched and the AVX2 ones,
+  // with and without a pool, against the portable ones.
   std::vector<double> g(n * n), ref(n * n, 0.0);
-  d::gram_tiles<d::simd<double, 2>, 2, 2>(z.data(), n, w, g.data());
+  d::gram_rows_body<d::simd<double, 2>, 2, 2>(z.data(), n, w, g.data(), 0, n);
   for (std::size_t i = 0; i < n; ++i)
     for (std::size_t j = 0; j < n; ++j)
       for (std::size_t k = 0; k < w; ++k) ref[i * n + j] += z[i * w + k] * z[j * w + k];
   for (std::size_t i = 0; i < n * n; ++i) REQUIRE(g[i] == Approx(ref[i]).epsilon(1e-12).margin(1e-12));
-  // An SPD matrix (G + I), its factor in float and double, checked by U^T U = H.
+  dms::thread_pool pool(2);
+  std::vector<double> gd(n * n);
+  d::gram(z.data(), n, w, gd.data());
+  for (std::size_t i = 0; i < n * n; ++i) REQUIRE(gd[i] == Approx(ref[i]).epsilon(1e-12).margin(1e-12));
+  std::vector<double> gp(n * n);
+  d::gram(z.data(), n, w, gp.data(), &pool);
+  CHECK(gp == gd); // the same bits on a pool
+  // An SPD matrix (G + I), factored in float and double by each variant, checked by U^T U = H.
   std::vector<double> h(n * n);
   for (std::size_t i = 0; i < n * n; ++i) h[i] = ref[i] + (i % (n + 1) == 0 ? 1.0 : 0.0);
   auto check_factor = [&](const auto &u, std::size_t stride, double tol) {
@@ -389,10 +413,15 @@ TEST_CASE("probe solver kernels: every compiled ISA variant agrees with the port
       for (std::size_t j = 0; j < n; ++j) m[i * ld + j] = static_cast<decltype(zero)>(h[i * n + j]);
     return m;
   };
-  // The substitution solves H y = rhs for two right-hand sides at once.
+  // The substitution solves H y = rhs (two right-hand sides at once for a float factor).
   auto check_solve = [&](const auto &u, std::size_t stride, double tol) {
     std::vector<double> y0 = a, y1 = b;
-    d::cholesky_substitute<2>(u.data(), n, stride, {y0, y1});
+    if constexpr (std::is_same_v<std::decay_t<decltype(u[0])>, float>) {
+      d::cholesky_substitute(u.data(), n, stride, {y0, y1});
+    } else {
+      d::cholesky_substitute(u.data(), n, stride, {y0});
+      d::cholesky_substitute(u.data(), n, stride, {y1});
+    }
     for (std::size_t i = 0; i < n; ++i) {
       double s0 = 0, s1 = 0;
       for (std::size_t j = 0; j < n; ++j) s0 += h[i * n + j] * y0[j], s1 += h[i * n + j] * y1[j];
@@ -400,43 +429,56 @@ TEST_CASE("probe solver kernels: every compiled ISA variant agrees with the port
       REQUIRE(s1 == Approx(b[i]).margin(tol));
     }
   };
-  {
-    auto u = padded(0.0);
-    REQUIRE(d::cholesky_panels<d::simd<double, 2>, 8, 2>(u.data(), n, ld));
-    check_factor(u, ld, 1e-12);
-    check_solve(u, ld, 1e-9);
-    auto f = padded(0.0f);
-    REQUIRE(d::cholesky_panels<d::simd<float, 4>, 8, 2>(f.data(), n, ld));
-    check_factor(f, ld, 1e-5);
-    std::vector<double> un(h); // unpadded rows (stride n): the scalar remainder
-    REQUIRE(d::cholesky_factor(un.data(), n, n));
-    check_factor(un, n, 1e-12);
-  }
-  // The dispatched kernels (whatever this CPU runs) against the portable ones.
+  auto portable = [](auto *u, std::size_t stride, std::size_t k0, std::size_t nb, std::size_t lo, std::size_t hi) {
+    using T = std::remove_pointer_t<decltype(u)>;
+    d::cholesky_trailing_body<d::simd<T, 16 / sizeof(T)>, 2>(u, stride, k0, nb, lo, hi);
+  };
+  auto dispatched = [](auto *u, std::size_t stride, std::size_t k0, std::size_t nb, std::size_t lo, std::size_t hi) {
+    d::cholesky_trailing(u, stride, k0, nb, lo, hi);
+  };
+  auto f_port = padded(0.0f), f_disp = padded(0.0f);
+  REQUIRE(factor_with(f_port.data(), n, ld, portable));
+  REQUIRE(factor_with(f_disp.data(), n, ld, dispatched));
+  check_factor(f_port, ld, 1e-5);
+  check_factor(f_disp, ld, 1e-5);
+  check_solve(f_disp, ld, 1e-2); // float factor: ~1e-4 relative here
+  auto d_port = padded(0.0), d_disp = padded(0.0);
+  REQUIRE(factor_with(d_port.data(), n, ld, portable));
+  REQUIRE(factor_with(d_disp.data(), n, ld, dispatched));
+  check_factor(d_port, ld, 1e-12);
+  check_factor(d_disp, ld, 1e-12);
+  check_solve(d_disp, ld, 1e-9);
+  std::vector<double> un(h); // unpadded rows (stride n): the scalar remainder
+  REQUIRE(d::cholesky_factor(un.data(), n, n));
+  check_factor(un, n, 1e-12);
+  // On a pool: the same bits as without.
+  auto f_pool = padded(0.0f), f_one = padded(0.0f);
+  REQUIRE(d::cholesky_factor(f_pool.data(), n, ld, &pool));
+  REQUIRE(d::cholesky_factor(f_one.data(), n, ld));
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = i; j < n; ++j) REQUIRE(f_pool[i * ld + j] == f_one[i * ld + j]);
+  // Products with G, two vectors at once, on a pool, against the portable kernel.
   std::vector<double> ga(n), gb(n), ra(n), rb(n);
-  d::rows_dot2_body<d::simd<double, 2>>(z.data(), n, w, z.data(), z.data() + w, ra.data(), rb.data());
-  d::rows_dot2(z.data(), n, w, z.data(), z.data() + w, ga.data(), gb.data());
+  d::rows_dot2_body<d::simd<double, 2>>(ref.data(), n, n, a.data(), b.data(), ra.data(), rb.data());
+  d::symmetric_products(ref.data(), n, a.data(), b.data(), ga.data(), gb.data(), &pool);
   for (std::size_t i = 0; i < n; ++i) {
-    REQUIRE(ga[i] == Approx(ra[i]).epsilon(1e-12).margin(1e-12));
-    REQUIRE(gb[i] == Approx(rb[i]).epsilon(1e-12).margin(1e-12));
+    REQUIRE(ga[i] == Approx(ra[i]).epsilon(1e-12).margin(1e-9));
+    REQUIRE(gb[i] == Approx(rb[i]).epsilon(1e-12).margin(1e-9));
   }
-  std::vector<double> gd(n * n);
-  d::gram(z.data(), n, w, gd.data());
-  for (std::size_t i = 0; i < n * n; ++i) REQUIRE(gd[i] == Approx(ref[i]).epsilon(1e-12).margin(1e-12));
-  auto f = padded(0.0f);
-  REQUIRE(d::cholesky_factor(f.data(), n, ld));
-  check_factor(f, ld, 1e-5);
 #if defined(DMS_X86_DISPATCH)
   if (d::half_isa_supported(d::half_isa::avx2)) { // the AVX2 variants even on an AVX-512 CPU
-    d::gram_avx2(z.data(), n, w, gd.data());
+    d::gram_rows_avx2(z.data(), n, w, gd.data(), 0, n);
     for (std::size_t i = 0; i < n * n; ++i) REQUIRE(gd[i] == Approx(ref[i]).epsilon(1e-12).margin(1e-12));
-    d::rows_dot2_avx2(z.data(), n, w, z.data(), z.data() + w, ga.data(), gb.data());
-    for (std::size_t i = 0; i < n; ++i) REQUIRE(ga[i] == Approx(ra[i]).epsilon(1e-12).margin(1e-12));
+    d::rows_dot2_avx2(ref.data(), n, n, a.data(), b.data(), ga.data(), gb.data());
+    for (std::size_t i = 0; i < n; ++i) REQUIRE(ga[i] == Approx(ra[i]).epsilon(1e-12).margin(1e-9));
+    auto avx2 = [](auto *u, std::size_t stride, std::size_t k0, std::size_t nb, std::size_t lo, std::size_t hi) {
+      d::cholesky_trailing_avx2(u, stride, k0, nb, lo, hi);
+    };
     auto f2 = padded(0.0f);
-    REQUIRE(d::cholesky_avx2(f2.data(), n, ld));
+    REQUIRE(factor_with(f2.data(), n, ld, avx2));
     check_factor(f2, ld, 1e-5);
     auto d2 = padded(0.0);
-    REQUIRE(d::cholesky_avx2(d2.data(), n, ld));
+    REQUIRE(factor_with(d2.data(), n, ld, avx2));
     check_factor(d2, ld, 1e-12);
   }
 #endif
@@ -444,4 +486,19 @@ TEST_CASE("probe solver kernels: every compiled ISA variant agrees with the port
   auto bad = padded(0.0);
   bad[5 * ld + 5] = -1.0;
   CHECK_FALSE(d::cholesky_factor(bad.data(), n, ld));
+}
+
+TEST_CASE("fit_logistic: a thread pool gives the same probe, bit for bit", "[steer][probe]") {
+  const auto train = make_data(150, 400, 0.3, 1.0, 21, /*p1=*/0.3);
+  dms::thread_pool pool(2);
+  const dms::logistic_options opt{.C = 1.0, .class_weight = dms::class_weight_mode::balanced};
+  auto pooled = opt;
+  pooled.pool = &pool;
+  const auto one = dms::fit_logistic(train.view(), train.y, opt);
+  const auto two = dms::fit_logistic(train.view(), train.y, pooled);
+  REQUIRE(one.report.converged);
+  CHECK(two.report.iterations == one.report.iterations);
+  CHECK(std::vector<float>(two.probe.weight().begin(), two.probe.weight().end()) ==
+        std::vector<float>(one.probe.weight().begin(), one.probe.weight().end()));
+  CHECK(two.probe.bias() == one.probe.bias());
 }

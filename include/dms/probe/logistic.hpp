@@ -88,6 +88,9 @@ struct logistic_options {
   int max_iter = 0;         //!< 0: 100 for newton, 2000 for lbfgs
   int lbfgs_memory = 10;    //!< (s, y) pairs kept by lbfgs
   hook_point at{0, site::resid_post}; //!< recorded in the probe's info (not used by the fit)
+  //! Threads for the row-space Newton solver (fewer rows than features): its Gram matrix,
+  //! products and Cholesky updates split by rows; the fit is the same bits with or without.
+  thread_pool *pool = nullptr;
 };
 
 //! How a fit went.
@@ -247,12 +250,13 @@ inline bool hessian_step(const logistic_objective &obj, std::span<const double> 
 
 //! Newton's method from beta = 0 (IRLS with the exact Hessian and a backtracking line search):
 //! in the span of the rows when there are fewer rows than features, else on the Hessian.
-inline fit_report newton_fit(logistic_objective &obj, std::vector<double> &beta, double tol, int max_iter) {
+inline fit_report newton_fit(logistic_objective &obj, std::vector<double> &beta, double tol, int max_iter,
+                             thread_pool *pool) {
   const std::size_t D = obj.dim();
   std::vector<double> g(D), step(D), trial(D), h, row;
   fit_report rep{logistic_solver::newton};
   if (obj.n_rows() < D) { // the report comes from the exact objective at the result
-    rep.iterations = row_space_newton(obj).run(beta, tol, max_iter);
+    rep.iterations = row_space_newton(obj, pool).run(beta, tol, max_iter);
     rep.objective = obj.value(beta);
     obj.gradient(beta, g);
     rep.gradient_max = max_abs(g);
@@ -426,7 +430,7 @@ inline logistic_fit fit_logistic(matrix_view<const float> x, std::span<const int
   std::vector<double> beta(d + 1, 0.0);
   const bool newton = opt.solver == logistic_solver::newton ||
                       (opt.solver == logistic_solver::automatic && d <= 2048);
-  fit_report rep = newton ? detail::newton_fit(obj, beta, opt.tol, opt.max_iter ? opt.max_iter : 100)
+  fit_report rep = newton ? detail::newton_fit(obj, beta, opt.tol, opt.max_iter ? opt.max_iter : 100, opt.pool)
                           : detail::lbfgs_fit(obj, beta, opt.tol, opt.max_iter ? opt.max_iter : 2000,
                                               opt.lbfgs_memory);
 

@@ -29,6 +29,7 @@
 
 #include "dms/config.hpp"
 #include "dms/core/error.hpp"
+#include "dms/core/thread_pool.hpp"
 #include "dms/probe/detail/logistic_objective.hpp"
 #include "dms/probe/detail/solver_kernels.hpp"
 
@@ -37,13 +38,14 @@ namespace detail {
 
 class row_space_newton {
 public:
-  //! Computes G for `obj`'s rows (n x n doubles; the rows are read once more in double).
-  explicit row_space_newton(const logistic_objective &obj)
-      : obj_(obj), n_(obj.n_rows()), d_(obj.n_features()), g_(n_ * n_), ld_((n_ + 15) / 16 * 16) {
+  //! Computes G for `obj`'s rows (n x n doubles; the rows are read once more in double). With a
+  //! pool, G, the products with it and the Cholesky updates run on it (same result without).
+  explicit row_space_newton(const logistic_objective &obj, thread_pool *pool = nullptr)
+      : obj_(obj), pool_(pool), n_(obj.n_rows()), d_(obj.n_features()), g_(n_ * n_), ld_((n_ + 15) / 16 * 16) {
     std::vector<double> z(n_ * d_);
     const float *rows = obj.row(0);
     for (std::size_t k = 0; k < z.size(); ++k) z[k] = rows[k];
-    gram(z.data(), n_, d_, g_.data());
+    gram(z.data(), n_, d_, g_.data(), pool_);
   }
 
   //! Minimizes from w = 0, b = 0 until the largest gradient component is <= tol, no step
@@ -94,8 +96,8 @@ public:
           ki[i] = static_cast<float>(lambda + c[i] * gi[i]);
           for (std::size_t j = i + 1; j < n; ++j) ki[j] = static_cast<float>(rt[i] * rt[j] * gi[j]);
         }
-        if (!(lambda > 0) || !cholesky_factor(k_.data(), n, ld_)) continue;
-        m_inverse({gamma, c}, {ggamma, gc}, rt, lambda, {a, ac});
+        if (!(lambda > 0) || !cholesky_factor(k_.data(), n, ld_, pool_)) continue;
+        m_inverse({gamma, c}, {ggamma, gc}, rt, lambda, {a, ac}, /*refine=*/gmax < 1e-3);
         const double den = s - dot(gc, ac);
         if (!(den > 0)) continue;
         const double q = (gb - dot(gc, a)) / den;
@@ -143,12 +145,12 @@ private:
   }
   //! out = G v.
   void product(std::span<const double> v, std::span<double> out) const noexcept {
-    rows_dot(g_.data(), n_, n_, v.data(), out.data());
+    symmetric_product(g_.data(), n_, v.data(), out.data(), pool_);
   }
   //! out_a = G a, out_b = G b.
   void product2(std::span<const double> a, std::span<const double> b, std::span<double> out_a,
                 std::span<double> out_b) const noexcept {
-    rows_dot2(g_.data(), n_, n_, a.data(), b.data(), out_a.data(), out_b.data());
+    symmetric_products(g_.data(), n_, a.data(), b.data(), out_a.data(), out_b.data(), pool_);
   }
   //! F at margins G alpha + b, given alpha^T G alpha; sets m_.
   double value(std::span<const double> galpha, double b, double aga) {
@@ -169,15 +171,21 @@ private:
   //! right-hand sides; gx[k] = G x[k]. K's factor is in float (half the work of double; K is only
   //! as well conditioned as lambda allows, so that solve alone may be off by ~1e-3); one step of
   //! iterative refinement against K in double, K y = lambda y + R G R y, brings it to ~1e-6, and
-  //! Newton's steps stay Newton's.
+  //! Newton's steps stay Newton's. Far from the minimum (largest gradient component >= 1e-3) the
+  //! step only has to go downhill, the line search guards it, and the refinement is skipped.
   void m_inverse(const std::span<const double> (&x)[2], const std::span<const double> (&gx)[2],
-                 std::span<const double> rt, double lambda, const std::span<double> (&out)[2]) {
+                 std::span<const double> rt, double lambda, const std::span<double> (&out)[2], bool refine) {
     const std::size_t n = n_;
     for (std::size_t k = 0; k < 2; ++k) {
       y_[k].resize(n), e_[k].resize(n);
       for (std::size_t i = 0; i < n; ++i) y_[k][i] = e_[k][i] = rt[i] * gx[k][i];
     }
-    cholesky_substitute<2>(k_.data(), n, ld_, {y_[0], y_[1]});
+    cholesky_substitute(k_.data(), n, ld_, {y_[0], y_[1]});
+    if (!refine) {
+      for (std::size_t k = 0; k < 2; ++k)
+        for (std::size_t i = 0; i < n; ++i) out[k][i] = (x[k][i] - rt[i] * y_[k][i]) / lambda;
+      return;
+    }
     for (std::size_t k = 0; k < 2; ++k) { // e = R G x - K y
       ry_[k].resize(n), gry_[k].resize(n);
       for (std::size_t i = 0; i < n; ++i) ry_[k][i] = rt[i] * y_[k][i];
@@ -185,12 +193,13 @@ private:
     product2(ry_[0], ry_[1], gry_[0], gry_[1]);
     for (std::size_t k = 0; k < 2; ++k)
       for (std::size_t i = 0; i < n; ++i) e_[k][i] -= lambda * y_[k][i] + rt[i] * gry_[k][i];
-    cholesky_substitute<2>(k_.data(), n, ld_, {e_[0], e_[1]});
+    cholesky_substitute(k_.data(), n, ld_, {e_[0], e_[1]});
     for (std::size_t k = 0; k < 2; ++k)
       for (std::size_t i = 0; i < n; ++i) out[k][i] = (x[k][i] - rt[i] * (y_[k][i] + e_[k][i])) / lambda;
   }
 
   const logistic_objective &obj_;
+  thread_pool *pool_;
   std::size_t n_, d_;
   std::vector<double> g_; //!< G = Z Z^T, both triangles
   std::size_t ld_;        //!< K's row stride: n rounded up to 16 floats (whole vectors)
