@@ -2,6 +2,8 @@
 //   BM_prefill/<threads>        one 512-token prompt, tokens/s
 //   BM_decode/<threads>         one token per step after a 64-token prompt, tokens/s
 //   BM_decode_hooked/<threads>  the same with one read-only hook at the middle layer's resid_post
+//   BM_decode_batch/<sequences>/<threads>  one token for each of several sequences per step (64-token
+//                               prompts), tokens/s over all sequences: what batched generation gets
 // benchmarks/peers/forward_vs_llama_cpp.py runs these next to llama.cpp (llama-cpp-python) on the
 // same file and thread counts and prints the ratios recorded in BENCHMARKS.md.
 #include <benchmark/benchmark.h>
@@ -73,10 +75,51 @@ void BM_decode_hooked(benchmark::State &state) {
   benchmark::DoNotOptimize(hook.sink);
 }
 
+void BM_decode_batch(benchmark::State &state) {
+  if (model_missing(state)) return;
+  const auto n_seq = static_cast<std::int32_t>(state.range(0));
+  // Its own copy with a cache for 8 sequences (model_for's per-thread-count copies have 1).
+  static std::unique_ptr<dms::llama_model> models[3];
+  const auto threads = static_cast<std::int32_t>(state.range(1));
+  auto &slot = models[std::min<std::int32_t>(threads, 2)];
+  if (!slot)
+    slot = std::make_unique<dms::llama_model>(dms::llama_model::load(
+        dms::bench::model_file(), {.n_ctx = 1024, .n_seq_max = 8, .n_threads = threads}));
+  auto &m = *slot;
+  const auto prompt = tokens(64, m.n_vocab());
+  const auto next = tokens(512, m.n_vocab());
+  dms::no_hooks none;
+  auto restart = [&] {
+    for (std::int32_t s = 0; s < n_seq; ++s) dms::bench::run_prompt(m, s, prompt, none);
+  };
+  restart();
+  std::int32_t pos = 64;
+  std::size_t i = 0;
+  std::vector<dms::token_id> ids(static_cast<std::size_t>(n_seq));
+  std::vector<dms::token_slot> slots(static_cast<std::size_t>(n_seq));
+  for (auto _ : state) {
+    if (pos >= 64 + 448) {
+      state.PauseTiming();
+      restart();
+      pos = 64;
+      state.ResumeTiming();
+    }
+    for (std::int32_t s = 0; s < n_seq; ++s) {
+      ids[static_cast<std::size_t>(s)] = next[i++ % next.size()];
+      slots[static_cast<std::size_t>(s)] = {s, pos, true};
+    }
+    ++pos;
+    benchmark::DoNotOptimize(m.forward(dms::token_batch{ids, slots}, none).data);
+  }
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * n_seq,
+                                                  benchmark::Counter::kIsRate);
+}
+
 } // namespace
 
 BENCHMARK(BM_prefill)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_decode)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_decode_hooked)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_decode_batch)->ArgsProduct({{1, 2, 4, 8}, {2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -205,3 +205,42 @@ TEST_CASE("strategies: bad parameters and inputs name the parameter and the tens
   p.models = {{1}, {2}};
   expect_error(p, "passthrough", dms::errc::invalid_argument, "exactly 1 input model");
 }
+
+TEST_CASE("weighted sums: the dispatched kernels equal a plain double loop, bit for bit", "[merge][strategy]") {
+  // Odd length (block remainder), signed zeros, one to four models: the dispatched kernel (AVX2
+  // here, without fused multiply-adds) and the portable one against sum_i c_i x_i in double,
+  // starting from +0.0.
+  const std::size_t n = 1000 + 37;
+  std::vector<std::vector<float>> x(4, std::vector<float>(n));
+  std::uint64_t s = 7;
+  for (auto &v : x)
+    for (auto &e : v) {
+      s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+      e = static_cast<float>(static_cast<double>(s % 200001) / 1e5 - 1.0);
+    }
+  x[0][3] = -0.0f, x[1][3] = -0.0f, x[2][3] = -0.0f, x[3][3] = -0.0f;
+  const std::vector<float> base(x[3].rbegin(), x[3].rend());
+  const std::vector<double> coef{0.4, -0.6, 1.0 / 3.0, 0.0};
+  for (std::size_t m = 1; m <= 4; ++m) {
+    std::vector<std::span<const float>> xs(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(m));
+    const std::span<const double> c(coef.data(), m);
+    std::vector<float> got(n), portable(n), task(n), task_portable(n);
+    dms::detail::weighted_sum(xs, c, got, 0, n);
+    dms::detail::weighted_sum_portable(xs, c, portable, 0, n);
+    dms::detail::weighted_task_sum(xs, c, base, task, 0, n);
+    dms::detail::weighted_task_sum_portable(xs, c, base, task_portable, 0, n);
+    for (std::size_t j = 0; j < n; ++j) {
+      double want = 0.0, want_task = 0.0;
+      for (std::size_t i = 0; i < m; ++i) {
+        want += coef[i] * static_cast<double>(x[i][j]);
+        want_task += coef[i] * static_cast<double>(x[i][j] - base[j]);
+      }
+      INFO("models " << m << ", element " << j);
+      REQUIRE(std::signbit(got[j]) == std::signbit(static_cast<float>(want)));
+      REQUIRE(got[j] == static_cast<float>(want));
+      REQUIRE(portable[j] == got[j]);
+      REQUIRE(task[j] == static_cast<float>(static_cast<double>(base[j]) + want_task));
+      REQUIRE(task_portable[j] == task[j]);
+    }
+  }
+}

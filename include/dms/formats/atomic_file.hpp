@@ -69,6 +69,7 @@ public:
       left -= static_cast<std::size_t>(n);
       written_ += static_cast<std::uint64_t>(n);
     }
+    start_writeback();
   }
   void write(std::string_view s) { write(std::as_bytes(std::span(s.data(), s.size()))); }
   //! Writes zero bytes until the file size is a multiple of `alignment` (GGUF data sections).
@@ -96,9 +97,21 @@ public:
   }
 
 private:
+  //! Every 64 MiB, asks the kernel to start writing the new bytes to disk (without waiting), so
+  //! that commit()'s fsync waits for the last few MiB instead of the whole file: a 2.7 GB merge
+  //! spent 1.4 s in fsync before. Linux only; elsewhere fsync does all of it.
+  void start_writeback() noexcept {
+#if defined(__linux__)
+    constexpr std::uint64_t step = std::uint64_t{64} << 20;
+    if (written_ - flushed_ < step) return;
+    ::sync_file_range(fd_, static_cast<off_t>(flushed_), static_cast<off_t>(written_ - flushed_), SYNC_FILE_RANGE_WRITE);
+    flushed_ = written_;
+#endif
+  }
+
   std::filesystem::path target_, temp_;
   int fd_ = -1;
-  std::uint64_t written_ = 0;
+  std::uint64_t written_ = 0, flushed_ = 0;
   bool committed_ = false;
 };
 

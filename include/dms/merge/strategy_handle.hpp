@@ -34,7 +34,9 @@ struct strategy_handle {
   merge_base_policy base = merge_base_policy::ignored; //!< see strategies/common.hpp
   std::size_t min_models = 1;                          //!< non-base inputs, at least
   std::size_t max_models = 0;                          //!< non-base inputs, at most; 0 = unbounded
-  bool elementwise = false;                            //!< may be run on chunks of a tensor
+  //! May be run on chunks of a tensor, several at once on disjoint chunks (the engine splits a
+  //! chunk over its thread pool): merge() must not write shared state.
+  bool elementwise = false;
   std::function<void(const merge_inputs &, std::span<float>)> merge;
   //! Parameters the method reads; empty when the strategy does not declare them (then the
   //! planner cannot check names, and says so in the plan's warnings).

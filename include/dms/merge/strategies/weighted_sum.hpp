@@ -16,6 +16,7 @@
 #include <span>
 
 #include "dms/config.hpp"
+#include "dms/core/half.hpp" // half_isa_supported
 #include "dms/core/thread_pool.hpp"
 
 // GCC 12 does not vectorize at -O2 (RelWithDebInfo's level) unless asked; Clang does anyway.
@@ -43,27 +44,65 @@ template <class F> void for_each_chunk(thread_pool *pool, std::size_t n, F &&f) 
 }
 
 //! out[j] = sum_i coef[i] * xs[i][j] for j in [begin, end), accumulated in double.
-DMS_MERGE_VECTORIZE inline void weighted_sum(std::span<const std::span<const float>> xs, std::span<const double> coef,
-                         std::span<float> out, std::size_t begin, std::size_t end) noexcept {
+DMS_ALWAYS_INLINE void weighted_sum_body(std::span<const std::span<const float>> xs, std::span<const double> coef,
+                                         std::span<float> out, std::size_t begin, std::size_t end) noexcept {
+  // The first input initializes the block's accumulators (0.0 + c x, as a running sum from zero:
+  // a product of -0.0 still sums to +0.0) and the last is added on the way out, so two models
+  // cost two passes over the block, not four; the same bits as summing from zero.
+  if (xs.empty()) {
+    for (std::size_t j = begin; j < end; ++j) out[j] = 0.0f;
+    return;
+  }
+  const std::size_t last = xs.size() - 1;
   double acc[weighted_sum_block];
   for (std::size_t b = begin; b < end; b += weighted_sum_block) {
     const std::size_t len = std::min(weighted_sum_block, end - b);
-    for (std::size_t j = 0; j < len; ++j) acc[j] = 0.0;
-    for (std::size_t i = 0; i < xs.size(); ++i) {
+    const float *x0 = xs[0].data() + b;
+    const double c0 = coef[0];
+    for (std::size_t j = 0; j < len; ++j) acc[j] = 0.0 + c0 * static_cast<double>(x0[j]);
+    for (std::size_t i = 1; i < last; ++i) {
       const float *x = xs[i].data() + b;
       const double c = coef[i];
       for (std::size_t j = 0; j < len; ++j) acc[j] += c * static_cast<double>(x[j]);
     }
     float *o = out.data() + b;
-    for (std::size_t j = 0; j < len; ++j) o[j] = static_cast<float>(acc[j]);
+    if (last == 0) {
+      for (std::size_t j = 0; j < len; ++j) o[j] = static_cast<float>(acc[j]);
+    } else {
+      const float *xl = xs[last].data() + b;
+      const double cl = coef[last];
+      for (std::size_t j = 0; j < len; ++j) o[j] = static_cast<float>(acc[j] + cl * static_cast<double>(xl[j]));
+    }
   }
+}
+
+// AVX2 without FMA (four doubles a step instead of SSE2's two): no multiply-add is fused, so the
+// sums are the same bits on every x86 CPU.
+#if defined(DMS_X86_DISPATCH)
+DMS_TARGET("avx2") DMS_MERGE_VECTORIZE
+inline void weighted_sum_avx2(std::span<const std::span<const float>> xs, std::span<const double> coef,
+                              std::span<float> out, std::size_t begin, std::size_t end) noexcept {
+  weighted_sum_body(xs, coef, out, begin, end);
+}
+#endif
+DMS_MERGE_VECTORIZE inline void weighted_sum_portable(std::span<const std::span<const float>> xs,
+                                                      std::span<const double> coef, std::span<float> out,
+                                                      std::size_t begin, std::size_t end) noexcept {
+  weighted_sum_body(xs, coef, out, begin, end);
+}
+inline void weighted_sum(std::span<const std::span<const float>> xs, std::span<const double> coef, std::span<float> out,
+                         std::size_t begin, std::size_t end) noexcept {
+#if defined(DMS_X86_DISPATCH)
+  if (half_isa_supported(half_isa::avx2)) return weighted_sum_avx2(xs, coef, out, begin, end);
+#endif
+  weighted_sum_portable(xs, coef, out, begin, end);
 }
 
 //! out[j] = base[j] + sum_i coef[i] * (xs[i][j] - base[j]) for j in [begin, end). The task
 //! vector xs[i][j] - base[j] is formed in fp32 (as mergekit does), the sum in double.
-DMS_MERGE_VECTORIZE inline void weighted_task_sum(std::span<const std::span<const float>> xs, std::span<const double> coef,
-                              std::span<const float> base, std::span<float> out, std::size_t begin,
-                              std::size_t end) noexcept {
+DMS_ALWAYS_INLINE void weighted_task_sum_body(std::span<const std::span<const float>> xs,
+                                              std::span<const double> coef, std::span<const float> base,
+                                              std::span<float> out, std::size_t begin, std::size_t end) noexcept {
   double acc[weighted_sum_block];
   for (std::size_t b = begin; b < end; b += weighted_sum_block) {
     const std::size_t len = std::min(weighted_sum_block, end - b);
@@ -77,6 +116,29 @@ DMS_MERGE_VECTORIZE inline void weighted_task_sum(std::span<const std::span<cons
     float *o = out.data() + b;
     for (std::size_t j = 0; j < len; ++j) o[j] = static_cast<float>(static_cast<double>(bs[j]) + acc[j]);
   }
+}
+
+#if defined(DMS_X86_DISPATCH)
+DMS_TARGET("avx2") DMS_MERGE_VECTORIZE
+inline void weighted_task_sum_avx2(std::span<const std::span<const float>> xs, std::span<const double> coef,
+                                   std::span<const float> base, std::span<float> out, std::size_t begin,
+                                   std::size_t end) noexcept {
+  weighted_task_sum_body(xs, coef, base, out, begin, end);
+}
+#endif
+DMS_MERGE_VECTORIZE inline void weighted_task_sum_portable(std::span<const std::span<const float>> xs,
+                                                           std::span<const double> coef, std::span<const float> base,
+                                                           std::span<float> out, std::size_t begin,
+                                                           std::size_t end) noexcept {
+  weighted_task_sum_body(xs, coef, base, out, begin, end);
+}
+inline void weighted_task_sum(std::span<const std::span<const float>> xs, std::span<const double> coef,
+                              std::span<const float> base, std::span<float> out, std::size_t begin,
+                              std::size_t end) noexcept {
+#if defined(DMS_X86_DISPATCH)
+  if (half_isa_supported(half_isa::avx2)) return weighted_task_sum_avx2(xs, coef, base, out, begin, end);
+#endif
+  weighted_task_sum_portable(xs, coef, base, out, begin, end);
 }
 
 } // namespace detail
