@@ -134,7 +134,7 @@ TEST_CASE("dms merge: dry run, a real merge, and errors", "[merge][engine][cli]"
   CHECK(!fs::exists(dir / "x"));
 }
 
-TEST_CASE("dms merge: SIGINT midway leaves nothing; SIGKILL's leftover is removed by the next run",
+TEST_CASE("dms merge: SIGINT midway leaves nothing, SIGKILL's leftover is removed by the next run",
           "[merge][engine][cli]") {
   const auto dir = scratch_dir("dms-cli-merge", "kill");
   // ~25 M parameters per model (100 MB in F32): long enough to interrupt while it writes.

@@ -72,7 +72,7 @@ fs::path interpolate(const fs::path &dir, const fs::path &a, const fs::path &b, 
 
 } // namespace
 
-TEST_CASE("engine: SmolLM2 interpolated with a derived checkpoint; lambda 0 and 1 reproduce the inputs",
+TEST_CASE("engine: SmolLM2 interpolated with a derived checkpoint, lambda 0 and 1 reproduce the inputs",
           "[.model][merge][engine]") {
   const auto dir = scratch_dir("dms-engine-model", "smol");
   const fs::path smol = model_path(dir);

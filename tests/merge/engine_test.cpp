@@ -397,7 +397,7 @@ TEST_CASE("engine: chunking and thread count do not change a single bit", "[merg
   REQUIRE(x == y);
 }
 
-TEST_CASE("engine: nothing is left behind on failure; inputs and outputs never overlap", "[merge][engine]") {
+TEST_CASE("engine: nothing is left behind on failure, inputs and outputs never overlap", "[merge][engine]") {
   const auto dir = scratch_dir("dms-engine", "atomic");
   write_tiny_hf(dir / "a", 1);
   const auto c = cfg("merge_method: passthrough\nmodels:\n  - model: " + yaml_path(dir / "a") + "\n");

@@ -176,7 +176,7 @@ TEST_CASE("ties, trim_scope model: configs it cannot honour are errors", "[merge
 }
 
 #if defined(DMS_CLI_PATH)
-TEST_CASE("dms merge: --dry-run shows the trim scope; the run reports thresholds", "[merge][engine][ties][cli]") {
+TEST_CASE("dms merge: --dry-run shows the trim scope, the run reports thresholds", "[merge][engine][ties][cli]") {
   const auto dir = scratch_dir("dms-ties-model", "cli");
   const std::vector<model_spec> models = {{8, 1.0, 0.3}, {9, 1.0, 0.6}};
   write_models(dir, models);

@@ -87,7 +87,7 @@ TEST_CASE("trim_magnitude keeps exactly the k largest magnitudes, ties broken by
   CHECK_THROWS_AS(dms::trim_magnitude(nan, 0.5, dms::rescale_mode::none, scratch), dms::error);
 }
 
-TEST_CASE("breadcrumbs: drops the gamma largest and the smallest; gamma 0 keeps the top", "[merge][strategy]") {
+TEST_CASE("breadcrumbs: drops the gamma largest and the smallest, gamma 0 keeps the top", "[merge][strategy]") {
   auto c = single_delta({1, -2, 3, -4, 5, -6, 7, -8, 9, -10});
   c.params.set("density", 0.5).set("gamma", 0.1); // keep 5 of ranks: n_top 1, n_bot 4
   CHECK(c.run("breadcrumbs") == std::vector<float>{0, 0, 0, 0, 5, -6, 7, -8, 9, 0});
@@ -101,7 +101,7 @@ TEST_CASE("breadcrumbs: drops the gamma largest and the smallest; gamma 0 keeps 
   CHECK(dms::l1_norm(r) == Approx(55.0));
 }
 
-TEST_CASE("dare: density 1 drops nothing; the mask keeps ~density; both rescales", "[merge][strategy]") {
+TEST_CASE("dare: density 1 drops nothing, the mask keeps ~density, both rescales", "[merge][strategy]") {
   auto d = dms::test::random_floats(200000, 5);
   auto c = single_delta(d);
   c.params.set("density", 1.0);

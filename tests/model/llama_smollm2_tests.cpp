@@ -121,7 +121,7 @@ TEST_CASE("SmolLM2: loads, predicts Paris, is deterministic across thread counts
   fs::remove_all(dir);
 }
 
-TEST_CASE("SmolLM2: prefill and decode speed (2 threads; figures only)", "[.model][forward]") {
+TEST_CASE("SmolLM2: prefill and decode speed on 2 threads (figures only)", "[.model][forward]") {
   const fs::path dir = dms::test::scratch_dir("dms-forward", "smollm2-speed");
   const std::string path = dms::test::model_path(dir);
   auto m = dms::llama_model::load(path, {.n_ctx = 1024, .n_seq_max = 1, .n_threads = 2});
