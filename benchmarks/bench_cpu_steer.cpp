@@ -10,10 +10,13 @@
 //                                         policy's hook calls / steered step time (its direct
 //                                         cost); policy 4 is one read-only hook (the sum of a
 //                                         row at the probe point), as bench_cpu_forward's
-//   BM_probe_fit/<threads>                fitting the logistic probe as `dms steer calibrate` does
+//   BM_probe_fit/<threads>/<t>            fitting the logistic probe as `dms steer calibrate` does
 //                                         (standardized, C = 1, balanced classes) on the training
-//                                         rows of $DMS_PROBE_DATA (`calibrate --probe-data`);
-//                                         counters: held-out accuracy and AUC, iterations
+//                                         rows of $DMS_PROBE_DATA (`calibrate --probe-data`) until
+//                                         the largest gradient component is <= 10^-t: t = 8 is
+//                                         calibrate's tolerance, t = 4 scikit-learn's default
+//                                         (its lbfgs stops on the same quantity); counters:
+//                                         held-out accuracy and AUC, iterations
 // The policies come from $DMS_BUNDLE (a `dms steer calibrate` bundle); without one, a probe and
 // vectors of random values at the same points as SmolLM2's calibration (probe at layer 16,
 // steering at layer 23: the cost does not depend on the values). Without $DMS_PROBE_DATA the
@@ -24,6 +27,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -236,6 +240,7 @@ void BM_probe_fit(benchmark::State &state) {
   const auto &d = probe_rows();
   const auto train = d.part(false), test = d.part(true);
   dms::logistic_options opt{.C = 1.0, .class_weight = dms::class_weight_mode::balanced}; // as calibrate
+  opt.tol = std::pow(10.0, -static_cast<double>(state.range(1)));
   dms::thread_pool pool(static_cast<std::size_t>(state.range(0)));
   opt.pool = &pool;
   std::optional<dms::logistic_fit> fit;
@@ -255,6 +260,6 @@ void BM_probe_fit(benchmark::State &state) {
 
 BENCHMARK(BM_decode_policy)->ArgsProduct({{0, 1, 2, 3}, {1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_decode_paired)->ArgsProduct({{1, 2, 3, 4}, {1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_probe_fit)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_probe_fit)->ArgsProduct({{1, 2}, {8, 4}})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

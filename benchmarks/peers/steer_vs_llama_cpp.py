@@ -12,7 +12,8 @@ scikit-learn, on SmolLM2-135M-Instruct, in one run.
    alpha` and applied at its one layer (a constant policy, llama.cpp's control vectors). dms's
    DMS overhead is also measured step by step (BM_decode_paired: unsteered and steered steps
    alternating in one process).
-3. Probe fitting on the calibration rows: dms's fit_logistic (Newton, tol 1e-8) against
+3. Probe fitting on the calibration rows: dms's fit_logistic (Newton, tol 1e-8 as calibrate
+   uses, and tol 1e-4, scikit-learn's default on the same quantity) against
    StandardScaler + LogisticRegression(lbfgs, C = 1, class_weight = balanced, its default tol
    1e-4), both timed on the training rows, both scored on the sweep's held-out rows.
 Prints markdown tables for BENCHMARKS.md. --reuse keeps an existing bundle in --work (no
@@ -174,21 +175,24 @@ def decode_tables(a, bundle, probe):
 
 
 def probe_table(a, bundle, probe):
-    runs = bench(a.bench, a.model, bundle, probe, "BM_probe_fit/[12]", 1)
+    runs = bench(a.bench, a.model, bundle, probe, "BM_probe_fit/[12]/[48]", 1)
     sk = sklearn_fit(probe, max(3, a.repeats))
-    print("| probe fit | train rows x features | time (ms) | iterations | held-out accuracy | held-out AUC |")
-    print("|---|---|---|---|---|---|")
+    print("| probe fit | stops at max gradient | train rows x features | time (ms) | iterations | held-out accuracy "
+          "| held-out AUC |")
+    print("|---|---|---|---|---|---|---|")
     dms_s = {}
-    for threads in (1, 2):
-        r = runs[f"BM_probe_fit/{threads}/real_time"]
-        dms_s[threads] = r["real_time"] / 1e3  # ms -> s
-        print(f"| dms fit_logistic (Newton), {threads} thread{'s' if threads > 1 else ''} | {int(r['train_rows'])} x "
-              f"{int(r['features'])} | {1e3 * dms_s[threads]:.2f} | {int(r['iterations'])} | "
-              f"{r['heldout_accuracy']:.4f} | {r['heldout_auc']:.4f} |")
-    print(f"| scikit-learn (StandardScaler + lbfgs) | {sk['train_rows']} x {sk['features']} | {1e3 * sk['seconds']:.2f} | "
-          f"{sk['iterations']} | {sk['accuracy']:.4f} | {sk['auc']:.4f} |")
-    print(f"\nscikit-learn / dms fit time: {sk['seconds'] / dms_s[1]:.1f}x (1 thread), "
-          f"{sk['seconds'] / dms_s[2]:.1f}x (2 threads)")
+    for t in (8, 4):
+        for threads in (1, 2):
+            r = runs[f"BM_probe_fit/{threads}/{t}/real_time"]
+            dms_s[threads, t] = r["real_time"] / 1e3  # ms -> s
+            print(f"| dms fit_logistic (Newton), {threads} thread{'s' if threads > 1 else ''} | 1e-{t} | "
+                  f"{int(r['train_rows'])} x {int(r['features'])} | {1e3 * dms_s[threads, t]:.2f} | "
+                  f"{int(r['iterations'])} | {r['heldout_accuracy']:.4f} | {r['heldout_auc']:.4f} |")
+    print(f"| scikit-learn (StandardScaler + lbfgs) | 1e-4 | {sk['train_rows']} x {sk['features']} | "
+          f"{1e3 * sk['seconds']:.2f} | {sk['iterations']} | {sk['accuracy']:.4f} | {sk['auc']:.4f} |")
+    for t, what in ((8, "dms's default tolerance, 1e-8"), (4, "scikit-learn's tolerance, 1e-4, for both")):
+        print(f"\nscikit-learn / dms fit time at {what}: {sk['seconds'] / dms_s[1, t]:.1f}x (1 thread), "
+              f"{sk['seconds'] / dms_s[2, t]:.1f}x (2 threads)")
 
 
 if __name__ == "__main__":

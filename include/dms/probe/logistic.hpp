@@ -207,10 +207,16 @@ inline void check_labelled_rows(matrix_view<const float> x, std::span<const int>
                      std::to_string(i) + " (expected 0 or 1)";
             });
     const float *row = x.row(i);
-    // v - v is 0 exactly when v is finite: one vectorizable pass, the element named only on failure.
-    bool finite = true;
-    for (std::int64_t j = 0; j < x.cols; ++j) finite &= row[j] - row[j] == 0.0f;
-    if (finite) continue;
+    // v * 0 is 0 when v is finite and NaN otherwise: sixteen independent sums of them vectorize
+    // (a single &= chain did not), and the element is named only on failure.
+    float zero[16] = {};
+    std::int64_t k = 0;
+    for (; k + 16 <= x.cols; k += 16)
+      for (std::int64_t q = 0; q < 16; ++q) zero[q] += row[k + q] * 0.0f;
+    for (; k < x.cols; ++k) zero[0] += row[k] * 0.0f;
+    float all = 0;
+    for (float v : zero) all += v;
+    if (all == 0.0f) continue;
     for (std::int64_t j = 0; j < x.cols; ++j)
       require(std::isfinite(row[j]), errc::numeric, [&] {
         return w + ": value " + std::to_string(row[j]) + " at row " + std::to_string(i) + ", column " +
@@ -396,15 +402,19 @@ inline logistic_fit fit_logistic(matrix_view<const float> x, std::span<const int
   // Standardization (two passes in double; scikit-learn's test for a constant feature).
   std::vector<double> mean(d, 0.0), scale(d, 1.0);
   if (opt.standardize) {
-    for (std::size_t i = 0; i < n; ++i)
-      for (std::size_t j = 0; j < d; ++j) mean[j] += x(static_cast<std::int64_t>(i), static_cast<std::int64_t>(j));
+    for (std::size_t i = 0; i < n; ++i) {
+      const float *row = x.row(static_cast<std::int64_t>(i));
+      for (std::size_t j = 0; j < d; ++j) mean[j] += row[j];
+    }
     for (auto &m : mean) m /= static_cast<double>(n);
     std::vector<double> var(d, 0.0);
-    for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t i = 0; i < n; ++i) {
+      const float *row = x.row(static_cast<std::int64_t>(i));
       for (std::size_t j = 0; j < d; ++j) {
-        const double c = x(static_cast<std::int64_t>(i), static_cast<std::int64_t>(j)) - mean[j];
+        const double c = row[j] - mean[j];
         var[j] += c * c;
       }
+    }
     constexpr double eps = std::numeric_limits<double>::epsilon();
     const double nd = static_cast<double>(n);
     for (std::size_t j = 0; j < d; ++j) {
@@ -413,10 +423,12 @@ inline logistic_fit fit_logistic(matrix_view<const float> x, std::span<const int
       scale[j] = var[j] <= bound ? 1.0 : std::sqrt(var[j]);
     }
   }
+  std::vector<double> inv_scale(d);
+  for (std::size_t j = 0; j < d; ++j) inv_scale[j] = 1.0 / scale[j]; // a product per element, not a division
   std::vector<float> z(n * d);
   for (std::size_t i = 0; i < n; ++i) {
     const float *row = x.row(static_cast<std::int64_t>(i));
-    for (std::size_t j = 0; j < d; ++j) z[i * d + j] = static_cast<float>((row[j] - mean[j]) / scale[j]);
+    for (std::size_t j = 0; j < d; ++j) z[i * d + j] = static_cast<float>((row[j] - mean[j]) * inv_scale[j]);
   }
 
   std::vector<double> sw(n, 1.0);
