@@ -397,6 +397,28 @@ TEST_CASE("engine: chunking and thread count do not change a single bit", "[merg
   REQUIRE(x == y);
 }
 
+// Tensors above 64 Ki elements take the parallel paths: each thread reads and merges its part of
+// a chunk, and the output is encoded in parts on the pool. Same bits as one thread, for each
+// output type.
+TEST_CASE("engine: large tensors split over the pool give one thread's bits in every output type", "[merge][engine]") {
+  const auto dir = scratch_dir("dms-engine", "split-parts");
+  const tiny_dims d{.hidden = 64, .intermediate = 128, .vocab = 1100, .layers = 1, .heads = 4, .kv_heads = 2};
+  write_tiny_hf(dir / "a", 1, d);
+  write_tiny_hf(dir / "b", 2, d);
+  for (const char *dtype : {"float32", "bfloat16", "float16"}) {
+    INFO(dtype);
+    const auto c = cfg(std::string("merge_method: linear\nout_dtype: ") + dtype + "\nmodels:\n  - model: " +
+                       yaml_path(dir / "a") + "\n    parameters: {weight: 0.3}\n  - model: " + yaml_path(dir / "b") +
+                       "\n    parameters: {weight: 0.6}\n");
+    const auto one = dir / (std::string("one-") + dtype), three = dir / (std::string("three-") + dtype);
+    merge_engine(c, make_strategy_handle(test_linear{}), {.output = one, .threads = 1}).run();
+    merge_engine(c, make_strategy_handle(test_linear{}), {.output = three, .threads = 3}).run();
+    const auto x = read_hf(one), y = read_hf(three);
+    REQUIRE(x.size() == y.size());
+    REQUIRE(x == y);
+  }
+}
+
 TEST_CASE("engine: nothing is left behind on failure, inputs and outputs never overlap", "[merge][engine]") {
   const auto dir = scratch_dir("dms-engine", "atomic");
   write_tiny_hf(dir / "a", 1);

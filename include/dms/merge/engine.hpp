@@ -166,9 +166,9 @@ public:
       merge_tensor(i, {}, emit);
     };
     if (options_.format == output_format::gguf)
-      write_gguf_output(plan_, options_.output, provide, *metadata_source());
+      write_gguf_output(plan_, options_.output, provide, *metadata_source(), pool_);
     else
-      write_safetensors_output(plan_, options_.output, provide, options_.max_shard_bytes, files_);
+      write_safetensors_output(plan_, options_.output, provide, options_.max_shard_bytes, files_, pool_);
     options_.progress.finish();
   }
 
@@ -290,17 +290,19 @@ private:
     if (buffers_.size() < inputs.size()) buffers_.resize(inputs.size());
     if (out.empty()) output_.resize(static_cast<std::size_t>(std::min(n, chunk)));
     std::uint64_t released = 0; // inputs' mapped pages dropped below this element
+    std::vector<const source_tensor *> st(inputs.size());
+    bool fused = strategy_.elementwise; // each thread reads the inputs of the part it merges
+    for (std::size_t k = 0; k < inputs.size(); ++k) {
+      st[k] = &sources_[inputs[k]->source]->at(inputs[k]->name);
+      fused = fused && !sources_[inputs[k]->source]->reads_whole(*st[k]);
+    }
     for (std::uint64_t b = 0; b < n || (n == 0 && b == 0); b += chunk) {
       check_cancel();
       const std::uint64_t e = std::min(n, b + chunk);
-      read_inputs(t, inputs, b, e);
-      // Converted to f32 in buffers_: the mapped pages are not needed. Dropped a few MiB at a
-      // time, not per chunk: each madvise costs a page-table walk and a TLB shoot-down on every
-      // CPU running a pool thread, and per 1 MiB chunk that was a fifth of a linear merge's time.
-      if (e == n || e - released >= release_elements) {
-        release_inputs(inputs, released, e);
-        released = e;
-      }
+      if (fused)
+        for (auto &buf : std::span(buffers_).first(inputs.size())) buf.resize(static_cast<std::size_t>(e - b));
+      else
+        read_inputs(t, inputs, b, e);
       std::vector<std::span<const float>> models;
       for (std::size_t k = 0; k < t.models.size(); ++k) models.emplace_back(buffers_[k].data(), e - b);
       merge_inputs in;
@@ -316,7 +318,21 @@ private:
       const auto len = static_cast<std::size_t>(e - b);
       const std::span<float> dst = out.empty() ? std::span<float>(output_.data(), len)
                                                : out.subspan(static_cast<std::size_t>(b), len);
-      merge_chunk(in, dst);
+      if (fused)
+        merge_chunk(in, dst, [&](std::size_t lo, std::size_t hi) {
+          check_cancel();
+          for (std::size_t k = 0; k < inputs.size(); ++k)
+            sources_[inputs[k]->source]->read(*st[k], b + lo, std::span<float>(buffers_[k].data() + lo, hi - lo));
+        });
+      else
+        merge_chunk(in, dst, [](std::size_t, std::size_t) {});
+      // Converted to f32 in buffers_: the mapped pages are not needed. Dropped a few MiB at a
+      // time, not per chunk: each madvise costs a page-table walk and a TLB shoot-down on every
+      // CPU running a pool thread, and per 1 MiB chunk that was a fifth of a linear merge's time.
+      if (e == n || e - released >= release_elements) {
+        release_inputs(inputs, released, e);
+        released = e;
+      }
       emit(std::span<const float>(dst));
       if (n > 0)
         options_.progress.advance(static_cast<std::uint64_t>(static_cast<double>(t.read_bytes) *
@@ -325,20 +341,24 @@ private:
     }
   }
 
-  //! strategy_.merge(in, dst), an elementwise method's chunk split over the pool: each thread
-  //! merges a contiguous part (a multiple of 256 elements) with its element_offset, so the result
-  //! is the same bits as in one call. The conversion of the inputs already runs on the pool; this
-  //! keeps the other threads busy for the weighted sums too (linear merges spent a fifth of their
-  //! time there on one thread).
-  void merge_chunk(const merge_inputs &in, std::span<float> dst) {
+  //! read(lo, hi) (the inputs' elements [lo, hi) of the chunk into buffers_, or nothing when
+  //! they are there already), then strategy_.merge(in, dst); an elementwise method's chunk split
+  //! over the pool: each thread reads and merges a contiguous part (a multiple of 256 elements)
+  //! with its element_offset, so the result is the same bits as in one call, and the part's
+  //! inputs are still in the thread's cache when it merges them (reading them in one parallel
+  //! pass and merging in another moved every input across cores: linear merges spent a fifth of
+  //! their time in the weighted sums, bound by those transfers).
+  template <class Read> void merge_chunk(const merge_inputs &in, std::span<float> dst, Read &&read) {
     const std::size_t len = dst.size(), threads = pool_ ? pool_->size() : 1;
     constexpr std::size_t min_part = std::size_t{1} << 15;
     if (!strategy_.elementwise || threads < 2 || len < 2 * min_part) {
+      read(std::size_t{0}, len);
       strategy_.merge(in, dst);
       return;
     }
     const std::size_t part = std::max(min_part, (len / threads + 255) / 256 * 256);
     pool_->parallel_for(len, part, [&](std::size_t lo, std::size_t hi) {
+      read(lo, hi);
       std::vector<std::span<const float>> models;
       models.reserve(in.models.size());
       for (const auto &m : in.models) models.push_back(m.subspan(lo, hi - lo));
